@@ -1,0 +1,52 @@
+"""Channel events: what the tracker consumes, independent of the wire protocol that carried them."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Kind(enum.Enum):
+    NEW = "new"  # a channel appeared
+    STATE = "state"  # channel state changed (Ringing, Up, ...)
+    CALLERID = "callerid"  # the channel's caller number/name changed
+    DIAL_BEGIN = "dial_begin"  # channel `uniqueid` started dialling `dest_uniqueid`
+    DIAL_END = "dial_end"  # ... and that attempt ended with `dial_status`
+    BRIDGE = "bridge"  # channel entered a bridge (its linkedid may have changed: transfers)
+    RECORDING = "recording"  # MixMonitor started on the channel
+    HANGUP = "hangup"  # the channel is gone, with `cause`
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEvent:
+    kind: Kind
+    ts: float  # Unix time from Asterisk's own clock ("Timestamp:" header)
+    uniqueid: str
+    linkedid: str
+    channel: str = ""
+    state: int = 0  # Asterisk channel state: 4 Ring, 5 Ringing, 6 Up
+    caller_num: str = ""
+    caller_name: str = ""
+    context: str = ""
+    exten: str = ""
+    cause: int = 0
+    dest_uniqueid: str = ""
+    dest_channel: str = ""
+    dial_status: str = ""
+    dial_string: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LiveChannel:
+    """A channel as listed by a resync (CoreShowChannels) after a reconnect."""
+
+    uniqueid: str
+    linkedid: str
+    channel: str
+    state: int
+    caller_num: str
+    caller_name: str
+    context: str
+    exten: str
+    age: float  # seconds since the channel was created
+    bridged: bool

@@ -1,0 +1,86 @@
+"""Novofon-style call records: exactly Novofon's event names, field names and value formats.
+
+Field order follows Novofon's documentation (SPECS.md); every value is a string, as in the
+form-encoded webhooks Novofon sends.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Event(str, enum.Enum):
+    START = "NOTIFY_START"
+    INTERNAL = "NOTIFY_INTERNAL"
+    ANSWER = "NOTIFY_ANSWER"
+    END = "NOTIFY_END"
+    OUT_START = "NOTIFY_OUT_START"
+    OUT_END = "NOTIFY_OUT_END"
+    RECORD = "NOTIFY_RECORD"
+
+
+FIELDS: dict[Event, tuple[str, ...]] = {
+    Event.START: ("event", "call_start", "pbx_call_id", "caller_id", "called_did"),
+    Event.INTERNAL: ("event", "call_start", "pbx_call_id", "caller_id", "called_did", "internal"),
+    Event.ANSWER: ("event", "call_start", "pbx_call_id", "caller_id", "destination", "internal"),
+    Event.END: (
+        "event", "call_start", "pbx_call_id", "caller_id", "called_did", "internal", "duration",
+        "disposition", "status_code", "is_recorded", "call_id_with_rec",
+    ),
+    Event.OUT_START: ("event", "call_start", "pbx_call_id", "internal", "destination"),
+    Event.OUT_END: (
+        "event", "call_start", "pbx_call_id", "caller_id", "destination", "internal", "duration",
+        "disposition", "status_code", "is_recorded", "call_id_with_rec",
+    ),
+    Event.RECORD: ("event", "pbx_call_id", "call_id_with_rec"),
+}
+
+
+class Disposition(str, enum.Enum):
+    ANSWERED = "answered"
+    BUSY = "busy"
+    CANCEL = "cancel"
+    NO_ANSWER = "no answer"
+    FAILED = "failed"
+    UNALLOCATED = "unallocated number"
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One Novofon notification.
+
+    ``fields`` holds exactly the Novofon fields of ``event`` in Novofon's order. ``meta`` carries
+    what is useful to our own sinks but is not a Novofon field (caller name, direction, the
+    recording's file, ``reconstructed`` when the record was inferred after an AMI outage).
+    """
+
+    fields: dict[str, str]
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def event(self) -> Event:
+        return Event(self.fields["event"])
+
+    @property
+    def pbx_call_id(self) -> str:
+        return self.fields["pbx_call_id"]
+
+    @property
+    def reconstructed(self) -> bool:
+        return self.meta.get("reconstructed") == "1"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.fields)
+        if self.meta:
+            out["meta"] = dict(self.meta)
+        return out
+
+
+def make(event: Event, values: dict[str, str], meta: dict[str, str] | None = None) -> CallRecord:
+    """Build a record with exactly the fields of ``event``; a missing field is a bug."""
+    fields = {"event": event.value}
+    for name in FIELDS[event][1:]:
+        fields[name] = values[name]
+    return CallRecord(fields, meta or {})

@@ -1,0 +1,187 @@
+"""AMI wire protocol: framing, parsing and action bookkeeping for one TCP connection.
+
+Why not panoramisk's protocol: it decodes every TCP chunk on its own (a Cyrillic name split
+across two reads is corrupted), lets a raising callback drop the connection, guesses when a list
+action is complete from the action's name, and mis-frames a message that ends with "\\r\\n\\n".
+Here bytes are buffered until a whole message ("\\r\\n\\r\\n") is there and only then decoded;
+list actions end on Asterisk's own "EventList: Complete"; handler errors are logged, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import structlog
+
+log = structlog.get_logger("bridge.ami")
+
+AmiMessage = dict[str, str]
+EventHandler = Callable[[AmiMessage], None]
+
+_SEP = b"\r\n\r\n"
+_BANNER = b"Asterisk Call Manager/"
+
+
+class AmiError(Exception):
+    """An AMI action failed or the connection broke while it was pending."""
+
+
+def parse_message(block: bytes) -> AmiMessage:
+    """Parse one complete AMI message (without the blank-line terminator)."""
+    msg: AmiMessage = {}
+    for line in block.decode("utf-8", "replace").split("\r\n"):
+        key, sep, value = line.partition(": ")
+        if not sep:
+            key, sep, value = line.partition(":")
+            if not sep:
+                continue
+        if key in msg:  # repeated header (ChanVariable, Output): keep them all, one per line
+            msg[key] += "\n" + value
+        else:
+            msg[key] = value
+    return msg
+
+
+class Framer:
+    """Split a byte stream into complete AMI messages; tolerant of arbitrary chunking."""
+
+    __slots__ = ("_buf", "banner")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self.banner: str | None = None
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf + data if self._buf else data
+        if self.banner is None:
+            if buf.startswith(_BANNER):
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    self._buf = buf
+                    return []
+                self.banner = buf[:end].decode("ascii", "replace")
+                buf = buf[end + 2 :]
+            elif _BANNER.startswith(buf):  # the banner itself arrived split
+                self._buf = buf
+                return []
+            else:
+                self.banner = ""  # no banner: a replayed transcript
+        blocks = buf.split(_SEP)
+        self._buf = blocks.pop()
+        return [b for b in blocks if b]
+
+
+@dataclass
+class ActionResult:
+    """The response to an action and, for list actions, the events that came with it."""
+
+    response: AmiMessage
+    events: list[AmiMessage] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.response.get("Response", "").lower() in ("success", "follows", "goodbye")
+
+    @property
+    def message(self) -> str:
+        return self.response.get("Message", "")
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[ActionResult]
+    result: ActionResult | None = None
+
+
+class AmiProtocol(asyncio.Protocol):
+    """One AMI connection. Events go to ``on_event``; responses complete pending actions."""
+
+    def __init__(self, on_event: EventHandler, events: Iterable[str] | None = None) -> None:
+        self._on_event = on_event
+        self._events = frozenset(events) if events is not None else None
+        self._framer = Framer()
+        self._pending: dict[str, _Pending] = {}
+        self._ids = itertools.count(1)
+        self.transport: asyncio.Transport | None = None
+        self.banner_seen: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self.handler_errors = 0
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        blocks = self._framer.feed(data)
+        if self._framer.banner is not None and not self.banner_seen.done():
+            self.banner_seen.set_result(self._framer.banner)
+        for block in blocks:
+            self._handle(block)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(AmiError("AMI connection lost"))
+        self._pending.clear()
+        if not self.banner_seen.done():
+            self.banner_seen.set_exception(AmiError("AMI connection closed before the banner"))
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+    # -- messages ------------------------------------------------------------------------------
+    def _handle(self, block: bytes) -> None:
+        if block.startswith(b"Event: ") and self._events is not None and b"ActionID:" not in block:
+            end = block.find(b"\r\n")
+            name = block[7:end if end >= 0 else len(block)].decode("ascii", "replace")
+            if name not in self._events:
+                return
+        msg = parse_message(block)
+        action_id = msg.get("ActionID")
+        pending = self._pending.get(action_id) if action_id else None
+        if pending is not None:
+            self._feed_pending(action_id or "", pending, msg)
+            return
+        if "Event" in msg:
+            try:
+                self._on_event(msg)
+            except Exception:  # a bug in a handler must never cost us the connection
+                self.handler_errors += 1
+                log.exception("ami.handler_failed", ami_event=msg.get("Event"))
+
+    def _feed_pending(self, action_id: str, pending: _Pending, msg: AmiMessage) -> None:
+        if pending.result is None:
+            pending.result = ActionResult(msg)
+            if msg.get("EventList", "").lower() != "start" or not pending.result.ok:
+                self._finish(action_id, pending)
+            return
+        if msg.get("EventList", "").lower() == "complete":
+            self._finish(action_id, pending)
+        else:
+            pending.result.events.append(msg)
+
+    def _finish(self, action_id: str, pending: _Pending) -> None:
+        del self._pending[action_id]
+        if not pending.future.done() and pending.result is not None:
+            pending.future.set_result(pending.result)
+
+    # -- actions -------------------------------------------------------------------------------
+    def send_action(self, action: str, fields: dict[str, str] | None = None) -> asyncio.Future[ActionResult]:
+        if self.transport is None or self.transport.is_closing():
+            raise AmiError("AMI connection is not open")
+        action_id = f"nb-{next(self._ids)}"
+        lines = [f"Action: {action}", f"ActionID: {action_id}"]
+        for key, value in (fields or {}).items():
+            for one in str(value).split("\n") if key == "Variable" else (str(value),):
+                lines.append(f"{key}: {one}")
+        future: asyncio.Future[ActionResult] = asyncio.get_running_loop().create_future()
+        self._pending[action_id] = _Pending(future)
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))
+        return future
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()

@@ -1,0 +1,440 @@
+"""A real three-instance Asterisk 22 lab on loopback.
+
+- ``pbx``      (127.0.0.11): our own asterisk-conf/ templates, rendered with lab addresses and
+  credentials. This is the Asterisk novofon-bridge watches.
+- ``provider`` (127.0.0.12): plays Novofon — a registrar with digest auth for the trunk, numbers
+  that answer, are busy or never answer, and a way to place inbound calls towards the PBX.
+- ``phones``   (127.0.0.13): plays the employees' handsets, registered to the PBX as 101…104
+  (101 and 102 answer, 103 never answers, 104 is busy) and able to dial out as any of them.
+
+Rendering only substitutes addresses, ports, credentials and DID routes in the templates, so a
+broken template breaks the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.lab.provision import mount, provision, umount
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATES = REPO / "asterisk-conf"
+
+PBX_IP, PROVIDER_IP, PHONES_IP = "127.0.0.11", "127.0.0.12", "127.0.0.13"
+AMI_PORT = 5038
+AMI_USER = "novofon-bridge"
+AMI_SECRET = "lab-ami-secret"
+TRUNK_LOGIN = "712345"
+TRUNK_PASSWORD = "lab-trunk-password"
+EXTENSIONS = ("101", "102", "103", "104")
+
+# DIDs the provider can call: each routes to one behaviour on the PBX.
+DID_GROUP = "74950000100"  # rings 101 and 102 together
+DID_101 = "74950000101"  # answers
+DID_103 = "74950000103"  # never answers
+DID_104 = "74950000104"  # busy
+DID_ROUTES = {
+    DID_GROUP: "PJSIP/101&PJSIP/102",
+    DID_101: "PJSIP/101",
+    DID_103: "PJSIP/103",
+    DID_104: "PJSIP/104",
+}
+
+# Numbers the provider answers for outbound calls.
+NUM_ANSWER = "79001110001"
+NUM_BUSY = "79002220002"
+NUM_NOANSWER = "79003330003"
+NUM_TEST = "79991234567"  # the sysadmin's test number from SPECS.md; answers
+
+MODULES = """
+res_pjproject.so res_sorcery_config.so res_sorcery_memory.so res_sorcery_astdb.so
+res_pjsip.so res_pjsip_session.so res_pjsip_pubsub.so chan_pjsip.so res_pjsip_authenticator_digest.so
+res_pjsip_outbound_authenticator_digest.so res_pjsip_endpoint_identifier_ip.so
+res_pjsip_endpoint_identifier_user.so res_pjsip_registrar.so res_pjsip_outbound_registration.so
+res_pjsip_sdp_rtp.so res_pjsip_caller_id.so res_pjsip_rfc3326.so res_pjsip_nat.so
+res_pjsip_logger.so res_pjsip_header_funcs.so res_rtp_asterisk.so res_timing_timerfd.so
+codec_ulaw.so codec_alaw.so codec_a_mu.so codec_gsm.so format_gsm.so format_wav.so format_pcm.so
+pbx_config.so app_dial.so app_playback.so app_echo.so app_mixmonitor.so app_stack.so app_exec.so
+app_verbose.so func_callerid.so func_strings.so func_logic.so func_global.so func_channel.so
+func_hangupcause.so func_cut.so bridge_simple.so bridge_native_rtp.so res_clioriginate.so
+res_http_websocket.so res_websocket_client.so res_stasis.so res_stasis_answer.so
+res_stasis_playback.so res_stasis_recording.so res_stasis_snoop.so res_ari.so res_ari_model.so res_ari_channels.so
+res_ari_events.so res_ari_applications.so res_ari_asterisk.so res_ari_bridges.so
+""".split()
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str
+    ip: str
+    rtp_start: int
+
+    @property
+    def base(self) -> str:
+        """Folder of this instance inside the chroot."""
+        return f"/lab/{self.name}"
+
+
+PBX = Instance("pbx", PBX_IP, 20000)
+PROVIDER = Instance("provider", PROVIDER_IP, 22000)
+PHONES = Instance("phones", PHONES_IP, 24000)
+INSTANCES = (PBX, PROVIDER, PHONES)
+
+
+def _log(msg: str) -> None:
+    print(f"[lab] {msg}", file=sys.stderr, flush=True)
+
+
+class LabError(RuntimeError):
+    pass
+
+
+class Lab:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or provision()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    # ---- paths -------------------------------------------------------------------------------
+    def host_path(self, inst: Instance, *parts: str) -> Path:
+        return self.root / inst.base.lstrip("/") / Path(*parts)
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.host_path(PBX, "spool", "monitor")
+
+    # ---- rendering ---------------------------------------------------------------------------
+    def render(self) -> None:
+        for inst in INSTANCES:
+            base = self.host_path(inst)
+            shutil.rmtree(base, ignore_errors=True)
+            for sub in ("etc", "run", "log", "spool/monitor", "lib", "db"):
+                (base / sub).mkdir(parents=True, exist_ok=True)
+            self._common(inst)
+        self._render_pbx()
+        self._render_provider()
+        self._render_phones()
+
+    def _write(self, inst: Instance, name: str, text: str) -> None:
+        self.host_path(inst, "etc", name).write_text(text)
+
+    def _common(self, inst: Instance) -> None:
+        b = inst.base
+        self._write(
+            inst,
+            "asterisk.conf",
+            f"""[directories]
+astetcdir => {b}/etc
+astmoddir => /usr/lib/x86_64-linux-gnu/asterisk/modules
+astvarlibdir => {b}/lib
+astdbdir => {b}/db
+astkeydir => {b}/lib
+astdatadir => /usr/share/asterisk
+astagidir => /usr/share/asterisk/agi-bin
+astspooldir => {b}/spool
+astrundir => {b}/run
+astlogdir => {b}/log
+astsbindir => /usr/sbin
+
+[options]
+systemname = {inst.name}
+maxfiles = 4096
+""",
+        )
+        modules = "\n".join(f"load = {m}" for m in MODULES)
+        self._write(inst, "modules.conf", f"[modules]\nautoload = no\n{modules}\n")
+        self._write(
+            inst,
+            "logger.conf",
+            "[general]\n[logfiles]\nmessages => notice,warning,error,verbose(3)\n",
+        )
+        self._write(
+            inst,
+            "rtp.conf",
+            f"[general]\nrtpstart = {inst.rtp_start}\nrtpend = {inst.rtp_start + 1998}\n",
+        )
+        self._write(inst, "indications.conf", "[general]\ncountry=ru\n[ru]\ndescription=Russia\n"
+                    "ringcadence=800,3200\ndial=425\nbusy=425/350,0/350\nring=425/800,0/3200\n"
+                    "congestion=425/175,0/175\ncallwaiting=425/200,0/5000\n")
+        for empty in ("cdr.conf", "cel.conf", "features.conf", "musiconhold.conf", "ccss.conf",
+                      "udptl.conf", "acl.conf", "websocket_client.conf", "pjproject.conf", "sorcery.conf", "stasis.conf"):
+            self._write(inst, empty, "")
+        self._write(inst, "http.conf", "[general]\nenabled = no\n")
+        self._write(inst, "ari.conf", "[general]\nenabled = no\n")
+        if inst is not PBX:
+            self._write(
+                inst,
+                "manager.conf",
+                f"""[general]
+enabled = yes
+port = {AMI_PORT}
+bindaddr = {inst.ip}
+timestampevents = yes
+[lab]
+secret = lab
+read = all
+write = all
+""",
+            )
+
+    def _template(self, name: str) -> str:
+        return (TEMPLATES / name).read_text()
+
+    def _render_pbx(self) -> None:
+        pjsip = self._template("pjsip.conf")
+        pjsip = pjsip.replace("YOUR_SIP_LOGIN_HERE", TRUNK_LOGIN)
+        pjsip = pjsip.replace("YOUR_SIP_PASSWORD_HERE", TRUNK_PASSWORD)
+        pjsip = pjsip.replace("sip.novofon.ru", PROVIDER_IP)
+        pjsip = pjsip.replace("bind=0.0.0.0:5060", f"bind={PBX_IP}:5060")
+        pjsip = re.sub(r"password=CHANGE_ME_(\d+)", r"password=lab-phone-\1", pjsip)
+        self._write(PBX, "pjsip.conf", pjsip)
+
+        ext = self._template("extensions.conf")
+        routes = "".join(f"DID_{did}={target}\n" for did, target in DID_ROUTES.items())
+        ext = ext.replace("[globals]\n", f"[globals]\n{routes}", 1)
+        ext = ext.replace(
+            "RECORDINGS_DIR=/var/spool/asterisk/monitor", f"RECORDINGS_DIR={PBX.base}/spool/monitor"
+        )
+        self._write(PBX, "extensions.conf", ext)
+
+        manager = self._template("manager.conf")
+        manager = manager.replace("bindaddr = 127.0.0.1", f"bindaddr = {PBX_IP}")
+        manager = manager.replace("CHANGE_ME_AMI_SECRET", AMI_SECRET)
+        self._write(PBX, "manager.conf", manager)
+        self._write(PBX, "ari.conf", self._template("ari.conf").replace("CHANGE_ME_ARI_PASSWORD", "lab"))
+        http = self._template("http.conf").replace("bindaddr = 127.0.0.1", f"bindaddr = {PBX_IP}")
+        self._write(PBX, "http.conf", http)
+
+    def _render_provider(self) -> None:
+        self._write(
+            PROVIDER,
+            "pjsip.conf",
+            f"""[transport-udp]
+type=transport
+protocol=udp
+bind={PROVIDER_IP}:5060
+
+[{TRUNK_LOGIN}]
+type=auth
+auth_type=userpass
+username={TRUNK_LOGIN}
+password={TRUNK_PASSWORD}
+
+[{TRUNK_LOGIN}]
+type=aor
+max_contacts=1
+remove_existing=yes
+
+[{TRUNK_LOGIN}]
+type=endpoint
+transport=transport-udp
+context=from-pbx
+disallow=all
+allow=alaw,ulaw
+auth={TRUNK_LOGIN}
+aors={TRUNK_LOGIN}
+direct_media=no
+""",
+        )
+        self._write(
+            PROVIDER,
+            "extensions.conf",
+            f"""[from-pbx]
+; The "phone network" behind Novofon.
+exten => {NUM_ANSWER},1,Ringing()
+ same => n,Wait(1)
+ same => n,Answer()
+ same => n,Echo()
+exten => {NUM_TEST},1,Goto({NUM_ANSWER},1)
+exten => {NUM_BUSY},1,Ringing()
+ same => n,Wait(0.5)
+ same => n,Hangup(17)
+exten => {NUM_NOANSWER},1,Ringing()
+ same => n,Wait(3600)
+exten => _X.,1,Hangup(1)
+
+[to-pbx]
+; Inbound calls towards the PBX: Local/<DID>@to-pbx.
+exten => _X.,1,Dial(PJSIP/${{EXTEN}}@{TRUNK_LOGIN})
+
+[caller]
+; What a caller does once the PBX answers: talk for ${{TALK}} seconds, then hang up.
+exten => talk,1,Wait(${{IF($["${{TALK}}" = ""]?2:${{TALK}})}})
+ same => n,Hangup(16)
+""",
+        )
+
+    def _render_phones(self) -> None:
+        blocks = [
+            f"[transport-udp]\ntype=transport\nprotocol=udp\nbind={PHONES_IP}:5060\n",
+            f"[pbx]\ntype=endpoint\ntransport=transport-udp\ncontext=handsets\ndisallow=all\n"
+            f"allow=alaw,ulaw\ndirect_media=no\n\n[pbx]\ntype=identify\nendpoint=pbx\nmatch={PBX_IP}\n",
+        ]
+        for ext in EXTENSIONS:
+            blocks.append(
+                f"""[auth{ext}]
+type=auth
+auth_type=userpass
+username={ext}
+password=lab-phone-{ext}
+
+[reg{ext}]
+type=registration
+transport=transport-udp
+outbound_auth=auth{ext}
+server_uri=sip:{PBX_IP}:5060
+client_uri=sip:{ext}@{PBX_IP}:5060
+contact_user={ext}
+retry_interval=2
+expiration=300
+
+[{ext}]
+type=aor
+contact=sip:{PBX_IP}:5060
+
+[{ext}]
+type=endpoint
+transport=transport-udp
+context=handsets
+disallow=all
+allow=alaw,ulaw
+direct_media=no
+outbound_auth=auth{ext}
+aors={ext}
+from_user={ext}
+callerid=Handset {ext} <{ext}>
+"""
+            )
+        self._write(PHONES, "pjsip.conf", "\n".join(blocks))
+        self._write(
+            PHONES,
+            "extensions.conf",
+            """[handsets]
+exten => 101,1,Ringing()
+ same => n,Wait(1)
+ same => n,Answer()
+ same => n,Echo()
+exten => 102,1,Ringing()
+ same => n,Wait(2)
+ same => n,Answer()
+ same => n,Echo()
+exten => 103,1,Ringing()
+ same => n,Wait(3600)
+exten => 104,1,Hangup(17)
+
+[employee]
+; What an employee does once the far side answers: talk for ${TALK} seconds, then hang up.
+exten => talk,1,Wait(${IF($["${TALK}" = ""]?2:${TALK})})
+ same => n,Hangup(16)
+""",
+        )
+
+    # ---- processes ---------------------------------------------------------------------------
+    def _cmd(self, inst: Instance, *args: str) -> list[str]:
+        return ["chroot", str(self.root), "/usr/sbin/asterisk", "-C", f"{inst.base}/etc/asterisk.conf", *args]
+
+    def rx(self, inst: Instance, command: str, timeout: float = 15) -> str:
+        out = subprocess.run(
+            self._cmd(inst, "-rx", command), capture_output=True, text=True, timeout=timeout
+        )
+        return out.stdout
+
+    def start(self, inst: Instance) -> None:
+        log = open(self.host_path(inst, "log", "console.log"), "ab")
+        proc = subprocess.Popen(self._cmd(inst, "-f", "-n", "-q"), stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs[inst.name] = proc
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LabError(f"asterisk {inst.name} exited with {proc.returncode}; see "
+                               f"{self.host_path(inst, 'log', 'messages')}")
+            if (self.host_path(inst, "run", "asterisk.ctl")).exists():
+                try:
+                    if "fully booted" in self.rx(inst, "core waitfullybooted", timeout=30).lower():
+                        return
+                except subprocess.TimeoutExpired:
+                    pass
+            time.sleep(0.2)
+        raise LabError(f"asterisk {inst.name} did not boot within 60 s")
+
+    def stop(self, inst: Instance, hard: bool = False) -> None:
+        proc = self.procs.pop(inst.name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        if hard:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            try:
+                self.rx(inst, "core stop now", timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        ctl = self.host_path(inst, "run", "asterisk.ctl")
+        ctl.unlink(missing_ok=True)
+
+    def wait_for(self, inst: Instance, command: str, pattern: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        out = ""
+        while time.monotonic() < deadline:
+            out = self.rx(inst, command)
+            if re.search(pattern, out):
+                return out
+            time.sleep(0.25)
+        raise LabError(f"{inst.name}: {command!r} never matched {pattern!r}; last output:\n{out}")
+
+    def wait_registered(self, timeout: float = 30) -> None:
+        self.wait_for(PBX, "pjsip show registrations", r"novofon-reg.*Registered", timeout)
+        for ext in EXTENSIONS:
+            self.wait_for(PBX, f"pjsip show aor {ext}", r"Contact:\s+" + ext + r"/sip:", timeout)
+
+    def up(self) -> None:
+        mount(self.root)
+        self.stop_all()
+        self.render()
+        for inst in (PROVIDER, PBX, PHONES):
+            self.start(inst)
+        self.wait_registered()
+        _log("lab up: pbx 127.0.0.11, provider 127.0.0.12, phones 127.0.0.13")
+
+    def stop_all(self) -> None:
+        for inst in INSTANCES:
+            self.stop(inst)
+        # Instances left over by an earlier run that died without cleaning up.
+        subprocess.run(["pkill", "-9", "-f", "^/usr/sbin/asterisk -C /lab/"], check=False)
+        for inst in INSTANCES:
+            if (self.host_path(inst, "run", "asterisk.ctl")).exists():
+                subprocess.run(self._cmd(inst, "-rx", "core stop now"), capture_output=True,
+                               timeout=15, check=False)
+
+    def down(self) -> None:
+        self.stop_all()
+        umount(self.root)
+
+
+def main() -> None:
+    cmd = sys.argv[1] if len(sys.argv) > 1 else "up"
+    lab = Lab()
+    if cmd == "up":
+        lab.up()
+    elif cmd == "down":
+        lab.down()
+    elif cmd == "provision":
+        print(lab.root)
+    else:
+        raise SystemExit("usage: python -m tests.lab.lab up|down|provision")
+
+
+if __name__ == "__main__":
+    main()
