@@ -22,3 +22,10 @@ def normalise(number: str, country_code: str = "7") -> str:
     elif len(digits) == 10 and not raw.startswith("+") and country_code:
         digits = country_code + digits
     return digits
+
+
+def pretty(number: str) -> str:
+    """7XXXXXXXXXX as +7 XXX XXX-XX-XX for people; anything else unchanged."""
+    if len(number) == 11 and number.isdigit() and number[0] == "7":
+        return f"+7 {number[1:4]} {number[4:7]}-{number[7:9]}-{number[9:]}"
+    return number

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Event(str, enum.Enum):
+class Event(enum.StrEnum):
     START = "NOTIFY_START"
     INTERNAL = "NOTIFY_INTERNAL"
     ANSWER = "NOTIFY_ANSWER"
@@ -26,19 +26,37 @@ FIELDS: dict[Event, tuple[str, ...]] = {
     Event.INTERNAL: ("event", "call_start", "pbx_call_id", "caller_id", "called_did", "internal"),
     Event.ANSWER: ("event", "call_start", "pbx_call_id", "caller_id", "destination", "internal"),
     Event.END: (
-        "event", "call_start", "pbx_call_id", "caller_id", "called_did", "internal", "duration",
-        "disposition", "status_code", "is_recorded", "call_id_with_rec",
+        "event",
+        "call_start",
+        "pbx_call_id",
+        "caller_id",
+        "called_did",
+        "internal",
+        "duration",
+        "disposition",
+        "status_code",
+        "is_recorded",
+        "call_id_with_rec",
     ),
     Event.OUT_START: ("event", "call_start", "pbx_call_id", "internal", "destination"),
     Event.OUT_END: (
-        "event", "call_start", "pbx_call_id", "caller_id", "destination", "internal", "duration",
-        "disposition", "status_code", "is_recorded", "call_id_with_rec",
+        "event",
+        "call_start",
+        "pbx_call_id",
+        "caller_id",
+        "destination",
+        "internal",
+        "duration",
+        "disposition",
+        "status_code",
+        "is_recorded",
+        "call_id_with_rec",
     ),
     Event.RECORD: ("event", "pbx_call_id", "call_id_with_rec"),
 }
 
 
-class Disposition(str, enum.Enum):
+class Disposition(enum.StrEnum):
     ANSWERED = "answered"
     BUSY = "busy"
     CANCEL = "cancel"

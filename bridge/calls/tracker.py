@@ -161,33 +161,35 @@ class Tracker:
                 continue
             ts = now - lc.age
             self._on_new(
-                ChannelEvent(Kind.NEW, ts, lc.uniqueid, lc.linkedid, lc.channel, lc.state,
-                             lc.caller_num, lc.caller_name, lc.context, lc.exten),
+                ChannelEvent(
+                    Kind.NEW,
+                    ts,
+                    lc.uniqueid,
+                    lc.linkedid,
+                    lc.channel,
+                    lc.state,
+                    lc.caller_num,
+                    lc.caller_name,
+                    lc.context,
+                    lc.exten,
+                ),
                 out,
                 adopted=True,
             )
         for lc in live_by_id.values():
-            chan = self._channels.get(lc.uniqueid)
-            if chan is None or lc.state != STATE_UP or chan.call.answered_at is not None:
+            live_chan = self._channels.get(lc.uniqueid)
+            if live_chan is None or lc.state != STATE_UP or live_chan.call.answered_at is not None:
                 continue
-            call = chan.call
-            if (call.direction is Direction.INBOUND and chan.role is Role.INTERNAL) or (
-                call.direction is Direction.OUTBOUND and chan.role is Role.TRUNK and chan is call.trunk
+            call = live_chan.call
+            if (call.direction is Direction.INBOUND and live_chan.role is Role.INTERNAL) or (
+                call.direction is Direction.OUTBOUND and live_chan is call.trunk
             ):
-                self._answer(call, chan, now - lc.age, out)
+                self._answer(call, live_chan, now - lc.age, out)
         return out
 
     # -- classification ------------------------------------------------------------------------
     def _classify(self, name: str) -> tuple[Role, str]:
-        tech, _, rest = name.partition("/")
-        if tech != "PJSIP":
-            return Role.OTHER, ""
-        endpoint = rest.rpartition("-")[0] or rest
-        if endpoint in self.settings.trunk_endpoints:
-            return Role.TRUNK, ""
-        if self._internal.match(endpoint):
-            return Role.INTERNAL, endpoint
-        return Role.OTHER, ""
+        return classify_channel(name, self.settings.trunk_endpoints, self._internal)
 
     def _num(self, number: str) -> str:
         return normalise(number, self.settings.country_code)
@@ -249,8 +251,9 @@ class Tracker:
             number = number or ev.exten or (caller.exten if caller else "")
             self._start_outbound(call, dest, number, ev.ts, out)
 
-    def _start_outbound(self, call: Call, trunk: Channel, number: str, ts: float,
-                        out: list[CallRecord]) -> None:
+    def _start_outbound(
+        self, call: Call, trunk: Channel, number: str, ts: float, out: list[CallRecord]
+    ) -> None:
         call.direction = Direction.OUTBOUND
         call.trunk = trunk
         call.destination = self._num(number)
@@ -285,8 +288,9 @@ class Tracker:
             call.internal = dest.extension
             out.append(self._record(call, Event.ANSWER, destination=dest.extension))
         else:
-            out.append(self._record(call, Event.ANSWER, caller_id=call.internal,
-                                    destination=call.destination))
+            out.append(
+                self._record(call, Event.ANSWER, caller_id=call.internal, destination=call.destination)
+            )
 
     def _on_bridge(self, ev: ChannelEvent, out: list[CallRecord]) -> None:
         chan = self._touch(ev)
@@ -386,6 +390,19 @@ class Tracker:
         if call.reconstructed:
             meta["reconstructed"] = "1"
         return make(event, values, meta)
+
+
+def classify_channel(name: str, trunks: frozenset[str], internal: re.Pattern[str]) -> tuple[Role, str]:
+    """Role of a channel from its name ("PJSIP/novofon-0000002a" -> trunk); extension if internal."""
+    tech, _, rest = name.partition("/")
+    if tech != "PJSIP":
+        return Role.OTHER, ""
+    endpoint = rest.rpartition("-")[0] or rest
+    if endpoint in trunks:
+        return Role.TRUNK, ""
+    if internal.match(endpoint):
+        return Role.INTERNAL, endpoint
+    return Role.OTHER, ""
 
 
 def _name(caller_name: str) -> str:

@@ -9,6 +9,7 @@ calls from ``CoreShowChannels`` after every (re)connect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -83,7 +84,7 @@ class AmiConnection:
                 ),
                 settings.connect_timeout,
             )
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             raise AmiError(f"cannot connect to AMI at {settings.address}: {e or 'timeout'}") from e
         conn = cls(settings, protocol)
         try:
@@ -103,21 +104,20 @@ class AmiConnection:
             )
         return conn
 
-    async def action(self, name: str, fields: dict[str, str] | None = None,
-                     timeout: float | None = None) -> ActionResult:
+    async def action(
+        self, name: str, fields: dict[str, str] | None = None, timeout: float | None = None
+    ) -> ActionResult:
         future = self.protocol.send_action(name, fields)
         try:
             return await asyncio.wait_for(future, timeout or self.settings.action_timeout)
-        except asyncio.TimeoutError as e:
+        except TimeoutError as e:
             raise AmiError(f"AMI action {name} got no answer in time") from e
 
     async def close(self) -> None:
         if self.protocol.transport is None or self.protocol.transport.is_closing():
             return
-        try:
+        with contextlib.suppress(AmiError):
             await self.action("Logoff", timeout=2)
-        except AmiError:
-            pass
         self.protocol.abort()
 
     @property
@@ -170,7 +170,9 @@ class AmiSupervisor:
             self.connects += 1
             self.connection = conn
             self.last_error = None
-            log.info("ami.connected", address=self.settings.address, banner=conn.protocol.banner_seen.result())
+            log.info(
+                "ami.connected", address=self.settings.address, banner=conn.protocol.banner_seen.result()
+            )
             try:
                 await self._on_connected(conn, self._lost_at)
                 self.connected.set()
@@ -194,7 +196,7 @@ class AmiSupervisor:
             try:
                 exc = await asyncio.wait_for(asyncio.shield(closed), self.settings.ping_interval)
                 return f"connection closed by Asterisk{f': {exc}' if exc else ''}"
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             try:
                 result = await conn.action("Ping", timeout=self.settings.ping_timeout)

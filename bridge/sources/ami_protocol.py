@@ -136,7 +136,7 @@ class AmiProtocol(asyncio.Protocol):
     def _handle(self, block: bytes) -> None:
         if block.startswith(b"Event: ") and self._events is not None and b"ActionID:" not in block:
             end = block.find(b"\r\n")
-            name = block[7:end if end >= 0 else len(block)].decode("ascii", "replace")
+            name = block[7 : end if end >= 0 else len(block)].decode("ascii", "replace")
             if name not in self._events:
                 return
         msg = parse_message(block)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from tests.lab import lab
@@ -21,7 +22,9 @@ class Capture:
         reader, writer = await asyncio.open_connection(lab.PBX_IP, lab.AMI_PORT)
         self._writer = writer
         await reader.readline()
-        writer.write(f"Action: Login\r\nUsername: {lab.AMI_USER}\r\nSecret: {lab.AMI_SECRET}\r\n\r\n".encode())
+        writer.write(
+            f"Action: Login\r\nUsername: {lab.AMI_USER}\r\nSecret: {lab.AMI_SECRET}\r\n\r\n".encode()
+        )
         await reader.readuntil(b"\r\n\r\n")
         self.started.set()
         with self.path.open("wb") as out:
@@ -38,7 +41,5 @@ class Capture:
         assert self._task is not None and self._writer is not None
         self._writer.close()
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
             await self._task
-        except (asyncio.CancelledError, ConnectionError):
-            pass

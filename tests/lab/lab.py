@@ -5,7 +5,8 @@
 - ``provider`` (127.0.0.12): plays Novofon — a registrar with digest auth for the trunk, numbers
   that answer, are busy or never answer, and a way to place inbound calls towards the PBX.
 - ``phones``   (127.0.0.13): plays the employees' handsets, registered to the PBX as 101…104
-  (101 and 102 answer, 103 never answers, 104 is busy) and able to dial out as any of them.
+  (101 answers and stays; 102 answers and hangs up after 3 s; 103 never answers; 104 is busy)
+  and able to dial out as any of them.
 
 Rendering only substitutes addresses, ports, credentials and DID routes in the templates, so a
 broken template breaks the tests.
@@ -13,6 +14,7 @@ broken template breaks the tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -54,21 +56,69 @@ NUM_BUSY = "79002220002"
 NUM_NOANSWER = "79003330003"
 NUM_TEST = "79991234567"  # the sysadmin's test number from SPECS.md; answers
 
-MODULES = """
-res_pjproject.so res_sorcery_config.so res_sorcery_memory.so res_sorcery_astdb.so
-res_pjsip.so res_pjsip_session.so res_pjsip_pubsub.so chan_pjsip.so res_pjsip_authenticator_digest.so
-res_pjsip_outbound_authenticator_digest.so res_pjsip_endpoint_identifier_ip.so
-res_pjsip_endpoint_identifier_user.so res_pjsip_registrar.so res_pjsip_outbound_registration.so
-res_pjsip_sdp_rtp.so res_pjsip_caller_id.so res_pjsip_rfc3326.so res_pjsip_nat.so
-res_pjsip_logger.so res_pjsip_header_funcs.so res_rtp_asterisk.so res_timing_timerfd.so
-codec_ulaw.so codec_alaw.so codec_a_mu.so codec_gsm.so format_gsm.so format_wav.so format_pcm.so
-pbx_config.so app_dial.so app_playback.so app_echo.so app_mixmonitor.so app_stack.so app_exec.so
-app_verbose.so func_callerid.so func_strings.so func_logic.so func_global.so func_channel.so
-func_hangupcause.so func_cut.so bridge_simple.so bridge_native_rtp.so res_clioriginate.so
-res_http_websocket.so res_websocket_client.so res_stasis.so res_stasis_answer.so
-res_stasis_playback.so res_stasis_recording.so res_stasis_snoop.so res_ari.so res_ari_model.so res_ari_channels.so
-res_ari_events.so res_ari_applications.so res_ari_asterisk.so res_ari_bridges.so
-""".split()
+MODULES = [
+    "res_pjproject.so",
+    "res_sorcery_config.so",
+    "res_sorcery_memory.so",
+    "res_sorcery_astdb.so",
+    "res_pjsip.so",
+    "res_pjsip_session.so",
+    "res_pjsip_pubsub.so",
+    "chan_pjsip.so",
+    "res_pjsip_authenticator_digest.so",
+    "res_pjsip_outbound_authenticator_digest.so",
+    "res_pjsip_endpoint_identifier_ip.so",
+    "res_pjsip_endpoint_identifier_user.so",
+    "res_pjsip_registrar.so",
+    "res_pjsip_outbound_registration.so",
+    "res_pjsip_sdp_rtp.so",
+    "res_pjsip_caller_id.so",
+    "res_pjsip_rfc3326.so",
+    "res_pjsip_nat.so",
+    "res_pjsip_logger.so",
+    "res_pjsip_header_funcs.so",
+    "res_rtp_asterisk.so",
+    "res_timing_timerfd.so",
+    "codec_ulaw.so",
+    "codec_alaw.so",
+    "codec_a_mu.so",
+    "codec_gsm.so",
+    "format_gsm.so",
+    "format_wav.so",
+    "format_pcm.so",
+    "pbx_config.so",
+    "app_dial.so",
+    "app_playback.so",
+    "app_echo.so",
+    "app_mixmonitor.so",
+    "app_stack.so",
+    "app_exec.so",
+    "app_verbose.so",
+    "func_callerid.so",
+    "func_strings.so",
+    "func_logic.so",
+    "func_global.so",
+    "func_channel.so",
+    "func_hangupcause.so",
+    "func_cut.so",
+    "bridge_simple.so",
+    "bridge_native_rtp.so",
+    "res_clioriginate.so",
+    "res_http_websocket.so",
+    "res_websocket_client.so",
+    "res_stasis.so",
+    "res_stasis_answer.so",
+    "res_stasis_playback.so",
+    "res_stasis_recording.so",
+    "res_stasis_snoop.so",
+    "res_ari.so",
+    "res_ari_model.so",
+    "res_ari_channels.so",
+    "res_ari_events.so",
+    "res_ari_applications.so",
+    "res_ari_asterisk.so",
+    "res_ari_bridges.so",
+]
 
 
 @dataclass(frozen=True)
@@ -160,11 +210,26 @@ maxfiles = 4096
             "rtp.conf",
             f"[general]\nrtpstart = {inst.rtp_start}\nrtpend = {inst.rtp_start + 1998}\n",
         )
-        self._write(inst, "indications.conf", "[general]\ncountry=ru\n[ru]\ndescription=Russia\n"
-                    "ringcadence=800,3200\ndial=425\nbusy=425/350,0/350\nring=425/800,0/3200\n"
-                    "congestion=425/175,0/175\ncallwaiting=425/200,0/5000\n")
-        for empty in ("cdr.conf", "cel.conf", "features.conf", "musiconhold.conf", "ccss.conf",
-                      "udptl.conf", "acl.conf", "websocket_client.conf", "pjproject.conf", "sorcery.conf", "stasis.conf"):
+        self._write(
+            inst,
+            "indications.conf",
+            "[general]\ncountry=ru\n[ru]\ndescription=Russia\n"
+            "ringcadence=800,3200\ndial=425\nbusy=425/350,0/350\nring=425/800,0/3200\n"
+            "congestion=425/175,0/175\ncallwaiting=425/200,0/5000\n",
+        )
+        for empty in (
+            "cdr.conf",
+            "cel.conf",
+            "features.conf",
+            "musiconhold.conf",
+            "ccss.conf",
+            "udptl.conf",
+            "acl.conf",
+            "websocket_client.conf",
+            "pjproject.conf",
+            "sorcery.conf",
+            "stasis.conf",
+        ):
             self._write(inst, empty, "")
         self._write(inst, "http.conf", "[general]\nenabled = no\n")
         self._write(inst, "ari.conf", "[general]\nenabled = no\n")
@@ -324,7 +389,8 @@ exten => 101,1,Ringing()
 exten => 102,1,Ringing()
  same => n,Wait(2)
  same => n,Answer()
- same => n,Echo()
+ same => n,Wait(3)
+ same => n,Hangup(16)
 exten => 103,1,Ringing()
  same => n,Wait(3600)
 exten => 104,1,Hangup(17)
@@ -341,21 +407,26 @@ exten => talk,1,Wait(${IF($["${TALK}" = ""]?2:${TALK})})
         return ["chroot", str(self.root), "/usr/sbin/asterisk", "-C", f"{inst.base}/etc/asterisk.conf", *args]
 
     def rx(self, inst: Instance, command: str, timeout: float = 15) -> str:
-        out = subprocess.run(
-            self._cmd(inst, "-rx", command), capture_output=True, text=True, timeout=timeout
-        )
+        out = subprocess.run(self._cmd(inst, "-rx", command), capture_output=True, text=True, timeout=timeout)
         return out.stdout
 
     def start(self, inst: Instance) -> None:
-        log = open(self.host_path(inst, "log", "console.log"), "ab")
-        proc = subprocess.Popen(self._cmd(inst, "-f", "-n", "-q"), stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        log = open(self.host_path(inst, "log", "console.log"), "ab")  # noqa: SIM115 - lives with the process
+        proc = subprocess.Popen(
+            self._cmd(inst, "-f", "-n", "-q"),
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.procs[inst.name] = proc
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise LabError(f"asterisk {inst.name} exited with {proc.returncode}; see "
-                               f"{self.host_path(inst, 'log', 'messages')}")
+                raise LabError(
+                    f"asterisk {inst.name} exited with {proc.returncode}; see "
+                    f"{self.host_path(inst, 'log', 'messages')}"
+                )
             if (self.host_path(inst, "run", "asterisk.ctl")).exists():
                 try:
                     if "fully booted" in self.rx(inst, "core waitfullybooted", timeout=30).lower():
@@ -372,10 +443,8 @@ exten => talk,1,Wait(${IF($["${TALK}" = ""]?2:${TALK})})
         if hard:
             os.killpg(proc.pid, signal.SIGKILL)
         else:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.rx(inst, "core stop now", timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -415,8 +484,9 @@ exten => talk,1,Wait(${IF($["${TALK}" = ""]?2:${TALK})})
         subprocess.run(["pkill", "-9", "-f", "^/usr/sbin/asterisk -C /lab/"], check=False)
         for inst in INSTANCES:
             if (self.host_path(inst, "run", "asterisk.ctl")).exists():
-                subprocess.run(self._cmd(inst, "-rx", "core stop now"), capture_output=True,
-                               timeout=15, check=False)
+                subprocess.run(
+                    self._cmd(inst, "-rx", "core stop now"), capture_output=True, timeout=15, check=False
+                )
 
     def down(self) -> None:
         self.stop_all()

@@ -1,0 +1,7 @@
+"""python -m bridge == novofon-bridge."""
+
+import sys
+
+from bridge.cli import main
+
+sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,149 @@
+"""novofon-bridge command line: run | check | call | callback | status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge import config as config_mod
+from bridge import logs
+from bridge.actions import PbxActions
+from bridge.app import run_daemon
+from bridge.config import Config, ConfigError
+from bridge.sources.ami_protocol import AmiError
+
+EXIT_CONFIG = 2
+EXIT_AMI = 3
+
+
+def _config_path(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("NOVOFON_BRIDGE_CONFIG") or config_mod.DEFAULT_PATH)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    cfg = config_mod.load(_config_path(getattr(args, "config", None)))
+    logs.setup(
+        cfg.logging.format, "warning" if args.command in ("call", "callback", "status") else cfg.logging.level
+    )
+    return cfg
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def _check(cfg: Config, connect: bool) -> int:
+    print(f"{cfg.source}: конфигурация в порядке")
+    if not connect:
+        return 0
+    try:
+        actions = await PbxActions.open(cfg)
+    except AmiError as e:
+        print(f"AMI: {e}", file=sys.stderr)
+        return EXIT_AMI
+    try:
+        status = await actions.status()
+    finally:
+        await actions.close()
+    print(f"AMI: вход выполнен ({cfg.asterisk.ami.host}:{cfg.asterisk.ami.port}, {status.banner})")
+    return 0
+
+
+async def _status(cfg: Config) -> int:
+    try:
+        actions = await PbxActions.open(cfg)
+    except AmiError as e:
+        print(f"AMI: нет подключения — {e}", file=sys.stderr)
+        return EXIT_AMI
+    try:
+        st = await actions.status()
+    finally:
+        await actions.close()
+    print(f"AMI: подключено к {cfg.asterisk.ami.host}:{cfg.asterisk.ami.port} ({st.banner})")
+    ok = True
+    if not st.registrations:
+        print("Транк: исходящих регистраций нет (проверьте type=registration в pjsip.conf)")
+        ok = False
+    for name, state in st.registrations.items():
+        mark = "зарегистрирован" if state == "Registered" else f"НЕ зарегистрирован ({state})"
+        ok = ok and state == "Registered"
+        print(f"Транк {name}: {mark}")
+    print(f"Активных звонков: {len(st.calls)}")
+    for linkedid, channels in st.calls.items():
+        print(f"  {linkedid}: " + "; ".join(channels))
+    return 0 if ok else 1
+
+
+async def _call(cfg: Config, args: argparse.Namespace) -> int:
+    try:
+        actions = await PbxActions.open(cfg)
+    except AmiError as e:
+        print(f"AMI: нет подключения — {e}", file=sys.stderr)
+        return EXIT_AMI
+    try:
+        if args.command == "call":
+            outcome = await actions.test_call(args.number, _say, args.timeout)
+        else:
+            outcome = await actions.callback(args.employee, args.client, args.did, _say, args.timeout)
+    finally:
+        await actions.close()
+    if outcome.answered:
+        print(f"готово: разговор {outcome.talk_seconds:.0f} с, завершён: {outcome.reason}")
+    else:
+        print(f"звонок не удался: {outcome.reason}", file=sys.stderr)
+    return outcome.exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # -c works before or after the command: "novofon-bridge -c F call N" and "... call -c F N".
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c",
+        "--config",
+        default=argparse.SUPPRESS,
+        help=f"config file (default: $NOVOFON_BRIDGE_CONFIG or {config_mod.DEFAULT_PATH})",
+    )
+    p = argparse.ArgumentParser(prog="novofon-bridge", description=__doc__, parents=[common])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the daemon", parents=[common])
+    chk = sub.add_parser("check", help="validate the config and log in to AMI", parents=[common])
+    chk.add_argument("--no-connect", action="store_true", help="only validate the file")
+    call = sub.add_parser("call", help="place a test call through the trunk and follow it", parents=[common])
+    call.add_argument("number")
+    call.add_argument("--timeout", type=float, default=None, help="give up after N seconds")
+    cb = sub.add_parser("callback", help="ring an employee, then connect them to a client", parents=[common])
+    cb.add_argument("--employee", required=True, help="extension, e.g. 101")
+    cb.add_argument("--client", required=True, help="client number, e.g. 79004443322")
+    cb.add_argument("--from", dest="did", default=None, help="our number (DID) shown to the client")
+    cb.add_argument("--timeout", type=float, default=None)
+    sub.add_parser("status", help="AMI connection, trunk registration, active calls", parents=[common])
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = _load(args)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        if args.command == "run":
+            asyncio.run(run_daemon(cfg))
+            return 0
+        if args.command == "check":
+            return asyncio.run(_check(cfg, not args.no_connect))
+        if args.command == "status":
+            return asyncio.run(_status(cfg))
+        return asyncio.run(_call(cfg, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def main_entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main(sys.argv[1:]))

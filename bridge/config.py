@@ -1,0 +1,278 @@
+"""Configuration: YAML with ${ENV} interpolation, validated into frozen dataclasses.
+
+Every mistake is reported with the file, the key path and what was expected; unknown keys are
+errors, so a typo never passes silently. Defaults live here, in code; config.yaml explains them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+DEFAULT_PATH = Path("/etc/novofon-bridge/config.yaml")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A configuration problem a sysadmin can fix; the message says where and how."""
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file, self.key, self.problem = file, key, problem
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class AmiConfig:
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "novofon-bridge"
+    secret: str = dataclasses.field(default="", repr=False)
+    connect_timeout: float = 5.0
+    ping_interval: float = 5.0
+    ping_timeout: float = 3.0
+    reconnect_min_delay: float = 0.5
+    reconnect_max_delay: float = 30.0
+
+
+@dataclass(frozen=True)
+class AsteriskConfig:
+    ami: AmiConfig = field(default_factory=AmiConfig)
+    trunk_endpoints: list[str] = field(default_factory=lambda: ["novofon"])
+    internal_extensions: str = r"^[1-9][0-9]{1,3}$"
+    outgoing_context: str = "outgoing"
+    recordings_dir: str = "/var/spool/asterisk/monitor"
+
+
+@dataclass(frozen=True)
+class PbxConfig:
+    timezone: str = "Europe/Moscow"
+    country_code: str = "7"
+    default_did: str = ""
+    lines: dict[str, str] = field(default_factory=dict)
+    max_call_age: float = 14400.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    dir: str = "/var/lib/novofon-bridge"
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class JsonlSinkConfig:
+    enabled: bool = True
+    path: str = ""  # default: <storage.dir>/records.jsonl
+
+
+@dataclass(frozen=True)
+class ConsoleSinkConfig:
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class SinksConfig:
+    jsonl: JsonlSinkConfig = field(default_factory=JsonlSinkConfig)
+    console: ConsoleSinkConfig = field(default_factory=ConsoleSinkConfig)
+
+
+@dataclass(frozen=True)
+class CliConfig:
+    test_call_application: str = "Playback"
+    test_call_data: str = "hello-world"
+    callback_callerid: str = ""
+    call_timeout: float = 90.0
+
+
+@dataclass(frozen=True)
+class Config:
+    asterisk: AsteriskConfig = field(default_factory=AsteriskConfig)
+    pbx: PbxConfig = field(default_factory=PbxConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    sinks: SinksConfig = field(default_factory=SinksConfig)
+    cli: CliConfig = field(default_factory=CliConfig)
+    source: str = "<defaults>"
+
+    @property
+    def jsonl_path(self) -> Path:
+        return Path(self.sinks.jsonl.path or Path(self.storage.dir) / "records.jsonl")
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+def _interpolate(value: str, file: str, key: str, env: typing.Mapping[str, str]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            file,
+            key,
+            f"environment variable {name} is not set "
+            f"(set it, e.g. in /etc/novofon-bridge/env, or write ${{{name}:-default}})",
+        )
+
+    return _ENV.sub(sub, value)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, file: str, key: str, env: typing.Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        value = _interpolate(value, file, key, env)
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, file, key, env)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(file, key, f"expected {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(file, key, f"expected {_type_name(tp)}, got {value!r}")
+        return [_convert(v, item, file, f"{key}[{i}]", env) for i, v in enumerate(value)]
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(file, key, f"expected a mapping, got {value!r}")
+        return {str(k): str(_convert(v, str, file, f"{key}.{k}", env)) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(file, key, f"expected true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(file, key, f"expected {_type_name(tp)}, got {value!r}")
+        try:
+            return tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(file, key, f"expected {_type_name(tp)}, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(file, key, f"expected a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {tp}")  # pragma: no cover - a bug in this module
+
+
+def _build(cls: Any, data: Any, file: str, prefix: str, env: typing.Mapping[str, str]) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(file, prefix, f"expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = str(raw_key)
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in fields:
+            close = _closest(key, fields)
+            hint = f" (did you mean {close!r}?)" if close else f" (known keys: {', '.join(sorted(fields))})"
+            raise ConfigError(file, path, f"unknown key{hint}")
+        kwargs[key] = _convert(value, hints[key], file, path, env)
+    return cls(**kwargs)
+
+
+def _closest(key: str, options: typing.Iterable[str]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _validate(cfg: Config) -> None:
+    f = cfg.source
+    try:
+        ZoneInfo(cfg.pbx.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f,
+            "pbx.timezone",
+            f"unknown time zone {cfg.pbx.timezone!r} (expected an IANA name such as Europe/Moscow)",
+        ) from None
+    try:
+        re.compile(cfg.asterisk.internal_extensions)
+    except re.error as e:
+        raise ConfigError(f, "asterisk.internal_extensions", f"not a valid regular expression: {e}") from None
+    if not cfg.asterisk.trunk_endpoints:
+        raise ConfigError(f, "asterisk.trunk_endpoints", "expected at least one PJSIP endpoint name")
+    if not 0 < cfg.asterisk.ami.port < 65536:
+        raise ConfigError(f, "asterisk.ami.port", f"expected a TCP port 1-65535, got {cfg.asterisk.ami.port}")
+    ami = cfg.asterisk.ami
+    for name in (
+        "connect_timeout",
+        "ping_interval",
+        "ping_timeout",
+        "reconnect_min_delay",
+        "reconnect_max_delay",
+    ):
+        if getattr(ami, name) <= 0:
+            raise ConfigError(f, f"asterisk.ami.{name}", "expected a positive number of seconds")
+    if ami.reconnect_min_delay > ami.reconnect_max_delay:
+        raise ConfigError(f, "asterisk.ami.reconnect_min_delay", "must not exceed reconnect_max_delay")
+    if not cfg.pbx.country_code.isdigit():
+        raise ConfigError(f, "pbx.country_code", f"expected digits such as 7, got {cfg.pbx.country_code!r}")
+    for did in cfg.pbx.lines:
+        if not did.isdigit():
+            raise ConfigError(f, f"pbx.lines.{did}", "expected the DID as digits only, e.g. 74951234567")
+
+
+def load(path: str | Path | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
+    """Load and validate a config file; ``path=None`` means the built-in defaults."""
+    env = os.environ if env is None else env
+    if path is None:
+        defaults = Config()
+        _validate(defaults)
+        return defaults
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            file, "", "file not found (pass -c FILE or create it from the shipped config.yaml)"
+        ) from None
+    except OSError as e:
+        raise ConfigError(file, "", f"cannot read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(file, "", f"not valid YAML: {where}{getattr(e, 'problem', e)}") from None
+    cfg: Config = dataclasses.replace(_build(Config, data, file, "", env), source=file)
+    _validate(cfg)
+    return cfg

@@ -1,0 +1,30 @@
+"""JSONL sink: one JSON object per record (Novofon field names), appended and fsynced."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from bridge.calls.records import CallRecord
+
+
+class JsonlSink:
+    name = "jsonl"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def _write(self, data: bytes) -> None:
+        os.write(self._fd, data)
+        os.fsync(self._fd)
+
+    async def deliver(self, records: list[CallRecord]) -> None:
+        data = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records).encode()
+        await asyncio.to_thread(self._write, data)
+
+    async def close(self) -> None:
+        os.close(self._fd)
