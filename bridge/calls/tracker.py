@@ -93,6 +93,7 @@ class Call:
     root_internal: str = ""  # extension whose phone started the call, if any
     channels: dict[str, Channel] = field(default_factory=dict)
     recorded: list[str] = field(default_factory=list)
+    root_cause: int = CAUSE_UNKNOWN  # hangup cause of the call's first channel
     reconstructed: bool = False
 
     @property
@@ -333,6 +334,8 @@ class Tracker:
         call.channels.pop(chan.uniqueid, None)
         call.last_seen = ts
         chan.cause = cause
+        if chan.uniqueid == call.linkedid:
+            call.root_cause = cause
         if chan is call.trunk and call.ended_at is None:
             call.ended_at = ts
         if not call.channels:
@@ -345,7 +348,9 @@ class Tracker:
             return  # internal-only call: nothing to report
         end = call.ended_at or ts
         duration = round(end - call.answered_at) if call.answered_at is not None else 0
-        cause = call.trunk.cause if call.trunk and call.trunk.cause is not None else CAUSE_UNKNOWN
+        # The trunk leg's cause is what the network said; when Asterisk itself cancelled that leg
+        # (Dial timeout: cause 0) the first channel's cause (the dialplan's Hangup(19)) tells why.
+        cause = (call.trunk.cause if call.trunk else None) or call.root_cause
         rec_id = call.recorded[0] if call.recorded and call.answered_at is not None else ""
         values = {
             "duration": str(max(0, duration)),

@@ -50,6 +50,9 @@ DID_ROUTES = {
     DID_104: "PJSIP/104",
 }
 
+RING_TIMEOUT = 4  # seconds extensions ring on an inbound call
+DIAL_TIMEOUT = 5  # seconds an outbound call rings before "no answer"
+
 # Numbers the provider answers for outbound calls.
 NUM_ANSWER = "79001110001"
 NUM_BUSY = "79002220002"
@@ -267,6 +270,9 @@ write = all
         ext = ext.replace(
             "RECORDINGS_DIR=/var/spool/asterisk/monitor", f"RECORDINGS_DIR={PBX.base}/spool/monitor"
         )
+        # Short timeouts so that "no answer" tests take seconds, not a minute.
+        ext = ext.replace("RING_TIMEOUT=30", f"RING_TIMEOUT={RING_TIMEOUT}")
+        ext = ext.replace("DIAL_TIMEOUT=60", f"DIAL_TIMEOUT={DIAL_TIMEOUT}")
         self._write(PBX, "extensions.conf", ext)
 
         manager = self._template("manager.conf")
@@ -411,14 +417,14 @@ exten => talk,1,Wait(${IF($["${TALK}" = ""]?2:${TALK})})
         return out.stdout
 
     def start(self, inst: Instance) -> None:
-        log = open(self.host_path(inst, "log", "console.log"), "ab")  # noqa: SIM115 - lives with the process
-        proc = subprocess.Popen(
-            self._cmd(inst, "-f", "-n", "-q"),
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with open(self.host_path(inst, "log", "console.log"), "ab") as log:  # the child keeps its copy
+            proc = subprocess.Popen(
+                self._cmd(inst, "-f", "-n", "-q"),
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.procs[inst.name] = proc
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -1,0 +1,100 @@
+"""Fixtures: the real Asterisk lab (session), AMI handles on its instances, an in-process daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge import config as config_mod
+from bridge.app import App
+from bridge.config import Config
+from bridge.sources.ami import AmiConnection, AmiSettings
+from tests.helpers import MemorySink
+from tests.lab import lab as lab_mod
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[lab_mod.Lab]:
+    """Start the three Asterisk instances once for the whole session. No skipping: a lab that
+    cannot start fails the run (CI must exercise real Asterisk)."""
+    the_lab = lab_mod.Lab()
+    the_lab.up()
+    try:
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+def lab_env(lab: lab_mod.Lab, state: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AMI_HOST": lab_mod.PBX_IP,
+        "AMI_PORT": str(lab_mod.AMI_PORT),
+        "AMI_SECRET": lab_mod.AMI_SECRET,
+        "NOVOFON_BRIDGE_STATE": str(state),
+        "ASTERISK_RECORDINGS": str(lab.recordings_dir),
+    }
+
+
+def lab_config(lab: lab_mod.Lab, state: Path) -> Config:
+    """The shipped config.yaml, pointed at the lab through its ${ENV} hooks."""
+    return config_mod.load(REPO / "config.yaml", env=lab_env(lab, state))
+
+
+async def arx(lab: lab_mod.Lab, inst: lab_mod.Instance, command: str) -> str:
+    """``asterisk -rx`` without blocking the event loop (the daemon under test shares it)."""
+    return await asyncio.to_thread(lab.rx, inst, command)
+
+
+@pytest.fixture
+async def provider(lab: lab_mod.Lab) -> AsyncIterator[AmiConnection]:
+    conn = await AmiConnection.open(AmiSettings(host=lab_mod.PROVIDER_IP, username="lab", secret="lab"))
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def phones(lab: lab_mod.Lab) -> AsyncIterator[AmiConnection]:
+    conn = await AmiConnection.open(AmiSettings(host=lab_mod.PHONES_IP, username="lab", secret="lab"))
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def daemon(lab: lab_mod.Lab, tmp_path: Path) -> AsyncIterator[tuple[App, MemorySink]]:
+    """The real daemon (App) on the lab PBX, with a memory sink beside its JSONL and console sinks."""
+    sink = MemorySink()
+    app = App(lab_config(lab, tmp_path), extra_sinks=[sink])
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop))
+    await asyncio.wait_for(app.ami.connected.wait(), 20)
+    try:
+        yield app, sink
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await hangup_all(lab)
+
+
+async def hangup_all(lab: lab_mod.Lab) -> None:
+    """Tests clean up their calls: hang up whatever is left on every instance, and check."""
+    for inst in lab_mod.INSTANCES:
+        if inst.name in lab.procs:
+            with contextlib.suppress(Exception):
+                await arx(lab, inst, "channel request hangup all")
+    for inst in lab_mod.INSTANCES:
+        if inst.name not in lab.procs:
+            continue
+        for _ in range(150):
+            if "0 active channels" in await arx(lab, inst, "core show channels count"):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"{inst.name}: calls left over after the test")

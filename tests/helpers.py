@@ -1,0 +1,67 @@
+"""Shared test helpers: a recording sink and condition waits (never fixed sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from bridge.calls.records import CallRecord
+
+T = TypeVar("T")
+
+
+class MemorySink:
+    """A real sink that keeps what it was given, so tests can wait for records."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.records: list[CallRecord] = []
+        self._changed = asyncio.Condition()
+
+    async def deliver(self, records: list[CallRecord]) -> None:
+        async with self._changed:
+            self.records.extend(records)
+            self._changed.notify_all()
+
+    async def close(self) -> None:
+        pass
+
+    async def wait_for(
+        self, predicate: Callable[[list[CallRecord]], bool], timeout: float = 30
+    ) -> list[CallRecord]:
+        async def _wait() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: predicate(self.records))
+
+        try:
+            await asyncio.wait_for(_wait(), timeout)
+        except asyncio.TimeoutError:
+            got = "\n".join(f"  {r.to_json()}" for r in self.records)
+            raise AssertionError(f"records did not arrive within {timeout} s; got:\n{got}") from None
+        return list(self.records)
+
+    async def wait_events(self, *events: str, timeout: float = 30) -> list[CallRecord]:
+        """Wait until the events seen so far end with ``events`` being present in order."""
+        return await self.wait_for(
+            lambda rs: _contains_in_order([r.fields["event"] for r in rs], events), timeout
+        )
+
+
+def _contains_in_order(seen: list[str], wanted: tuple[str, ...]) -> bool:
+    it = iter(seen)
+    return all(any(s == w for s in it) for w in wanted)
+
+
+async def until(check: Callable[[], T], timeout: float = 15, interval: float = 0.1) -> T:
+    """Poll ``check`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last: T = check()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last value {last!r})")
+        await asyncio.sleep(interval)
+        last = check()
+    return last
