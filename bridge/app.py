@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import time
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from pathlib import Path
 import structlog
 
 from bridge import systemd
+from bridge.calls.events import LiveChannel
 from bridge.calls.records import CallRecord, Event
 from bridge.calls.tracker import Tracker, TrackerSettings
 from bridge.config import Config
@@ -21,7 +23,7 @@ from bridge.sinks.console import ConsoleSink
 from bridge.sinks.jsonl import JsonlSink
 from bridge.sources.ami import AmiConnection, AmiSettings, AmiSupervisor, Backoff
 from bridge.sources.ami_events import WANTED, to_channel_event, to_live_channel
-from bridge.sources.ami_protocol import AmiMessage
+from bridge.sources.ami_protocol import AmiError, AmiMessage
 
 log = structlog.get_logger("bridge.app")
 
@@ -73,6 +75,7 @@ class App:
             on_connected=self._on_connected,
             events=WANTED,
             backoff=Backoff(min_delay=a.reconnect_min_delay, max_delay=a.reconnect_max_delay),
+            on_state=self._report_status,
         )
         self.trunk_registrations: dict[str, str] = {}
         self._resync_buffer: list[AmiMessage] | None = None
@@ -113,6 +116,7 @@ class App:
         try:
             result = await conn.action("CoreShowChannels")
             live = [to_live_channel(e) for e in result.events if e.get("Event") == "CoreShowChannel"]
+            live = [await self._with_recording_state(conn, c) for c in live]
             records = self.tracker.resync(live, time.time(), lost_at)
             if records:
                 self._publish(records)
@@ -132,6 +136,16 @@ class App:
             for msg in buffered:
                 self._handle(msg)
 
+    async def _with_recording_state(self, conn: AmiConnection, chan: LiveChannel) -> LiveChannel:
+        """For a channel we are about to adopt: is MixMonitor recording it? (its variable says)."""
+        if self.tracker.knows_channel(chan.uniqueid):
+            return chan
+        with contextlib.suppress(AmiError):
+            got = await conn.action("Getvar", {"Channel": chan.channel, "Variable": "MIXMONITOR_FILENAME"})
+            if got.ok and got.response.get("Value"):
+                return dataclasses.replace(chan, recording=True)
+        return chan
+
     async def _sweeper(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
@@ -140,13 +154,16 @@ class App:
                 log.warning("calls.swept", records=len(records))
                 self._publish(records)
 
+    def _report_status(self) -> None:
+        state = "connected" if self.ami.connected.is_set() else f"unavailable ({self.ami.last_error})"
+        systemd.notify(
+            f"STATUS=AMI {state}; active calls {self.tracker.active_calls}; "
+            f"records delivered {self.pipeline.delivered} of {self.pipeline.published}"
+        )
+
     async def _status_reporter(self) -> None:
         while True:
-            state = "connected" if self.ami.connected.is_set() else f"AMI unavailable: {self.ami.last_error}"
-            systemd.notify(
-                f"STATUS=AMI {state}; active calls {self.tracker.active_calls}; "
-                f"records {self.pipeline.delivered}/{self.pipeline.published}"
-            )
+            self._report_status()
             await asyncio.sleep(5)
 
     # -- lifecycle -----------------------------------------------------------------------------

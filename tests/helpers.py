@@ -38,7 +38,7 @@ class MemorySink:
 
         try:
             await asyncio.wait_for(_wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             got = "\n".join(f"  {r.to_json()}" for r in self.records)
             raise AssertionError(f"records did not arrive within {timeout} s; got:\n{got}") from None
         return list(self.records)

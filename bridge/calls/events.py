@@ -50,3 +50,4 @@ class LiveChannel:
     exten: str
     age: float  # seconds since the channel was created
     bridged: bool
+    recording: bool = False  # MixMonitor is running on it (its MIXMONITOR_FILENAME is set)

@@ -128,6 +128,9 @@ class Tracker:
     def active_channels(self) -> int:
         return len(self._channels)
 
+    def knows_channel(self, uniqueid: str) -> bool:
+        return uniqueid in self._channels
+
     def feed(self, ev: ChannelEvent) -> list[CallRecord]:
         out: list[CallRecord] = []
         self._handlers[ev.kind](ev, out)
@@ -177,6 +180,8 @@ class Tracker:
                 out,
                 adopted=True,
             )
+            if lc.recording:
+                self._on_recording(ChannelEvent(Kind.RECORDING, now, lc.uniqueid, lc.linkedid), out)
         for lc in live_by_id.values():
             live_chan = self._channels.get(lc.uniqueid)
             if live_chan is None or lc.state != STATE_UP or live_chan.call.answered_at is not None:

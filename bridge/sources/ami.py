@@ -138,8 +138,10 @@ class AmiSupervisor:
         on_connected: OnConnected,
         events: Iterable[str] | None = None,
         backoff: Backoff | None = None,
+        on_state: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_state = on_state or (lambda: None)
         self._on_event = on_event
         self._on_connected = on_connected
         self._events = frozenset(events) if events is not None else None
@@ -176,6 +178,7 @@ class AmiSupervisor:
             try:
                 await self._on_connected(conn, self._lost_at)
                 self.connected.set()
+                self._on_state()
                 reason = await self._watch(conn)
             except AmiError as e:
                 reason = str(e)
@@ -185,6 +188,7 @@ class AmiSupervisor:
                 self._lost_at = time.time()
                 conn.protocol.abort()
             self.last_error = reason
+            self._on_state()
             delay = self.backoff.delay(1)
             log.warning("ami.disconnected", reason=reason, retry_in=round(delay, 2))
             await asyncio.sleep(delay)

@@ -312,6 +312,7 @@ allow=alaw,ulaw
 auth={TRUNK_LOGIN}
 aors={TRUNK_LOGIN}
 direct_media=no
+trust_id_inbound=yes
 """,
         )
         self._write(

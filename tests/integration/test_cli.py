@@ -1,0 +1,128 @@
+"""The staff CLI against the real lab: test calls, call-backs, status, check."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridge.app import App
+from bridge.sources.ami import AmiConnection, AmiSettings
+from tests.conftest import REPO, lab_env
+from tests.helpers import MemorySink
+from tests.lab import lab as L
+
+pytestmark = pytest.mark.lab
+
+
+async def cli(lab: L.Lab, state: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "-c",
+        str(REPO / "config.yaml"),
+        *args,
+        env=env or lab_env(lab, state),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_call_through_the_trunk(daemon: tuple[App, MemorySink], lab: L.Lab, tmp_path: Path) -> None:
+    _, sink = daemon
+    code, out, err = await cli(lab, tmp_path, "call", L.NUM_TEST)
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert lines[0].startswith("тестовый звонок на +7 999 123-45-67")
+    assert [line.split(" ")[0] for line in lines[1:4]] == ["набор", "идёт", "ответили,"]
+    assert lines[-1].startswith("готово: разговор")
+    records = await sink.wait_events("NOTIFY_OUT_END", "NOTIFY_RECORD")
+    events = [(r.fields["event"], r.fields.get("destination"), r.fields.get("disposition")) for r in records]
+    assert events == [
+        ("NOTIFY_OUT_START", L.NUM_TEST, None),
+        ("NOTIFY_ANSWER", L.NUM_TEST, None),
+        ("NOTIFY_OUT_END", L.NUM_TEST, "answered"),
+        ("NOTIFY_RECORD", None, None),
+    ]
+    assert records[0].pbx_call_id.startswith("out_nbcall-")
+    assert records[0].fields["internal"] == ""  # placed by the PBX itself, not from a phone
+
+
+async def test_call_to_a_busy_number_fails_with_reason(
+    daemon: tuple[App, MemorySink], lab: L.Lab, tmp_path: Path
+) -> None:
+    _, sink = daemon
+    code, _, err = await cli(lab, tmp_path, "call", L.NUM_BUSY)
+    assert code == 1
+    assert "звонок не удался: занято (BUSY)" in err
+    records = await sink.wait_events("NOTIFY_OUT_END")
+    assert records[-1].fields["disposition"] == "busy"
+
+
+async def test_callback_rings_employee_then_client(
+    daemon: tuple[App, MemorySink], lab: L.Lab, tmp_path: Path
+) -> None:
+    _, sink = daemon
+    seen_by_network: list[str] = []  # the caller number the "phone network" (provider) received
+
+    def on_provider_event(msg: dict[str, str]) -> None:
+        if msg.get("Event") == "Newchannel" and msg.get("Context") == "from-pbx":
+            seen_by_network.append(msg.get("CallerIDNum", ""))
+
+    watcher = await AmiConnection.open(
+        AmiSettings(host=L.PROVIDER_IP, username="lab", secret="lab"), on_provider_event
+    )
+    # Handset 102 answers after 2 s and hangs up 3 s later.
+    code, out, err = await cli(
+        lab, tmp_path, "callback", "--employee", "102", "--client", "8 900 111-00-01", "--from", L.DID_GROUP
+    )
+    assert code == 0, out + err
+    assert "звонит телефон сотрудника" in out
+    assert "сотрудник ответил, звоним клиенту" in out
+    assert "ответили, идёт разговор" in out
+    records = await sink.wait_events("NOTIFY_OUT_END", "NOTIFY_RECORD")
+    shape = [(r.fields["event"], r.fields.get("internal"), r.fields.get("destination")) for r in records]
+    assert shape == [
+        ("NOTIFY_OUT_START", "102", L.NUM_ANSWER),
+        ("NOTIFY_ANSWER", "102", L.NUM_ANSWER),
+        ("NOTIFY_OUT_END", "102", L.NUM_ANSWER),
+        ("NOTIFY_RECORD", None, None),
+    ]
+    assert records[2].fields["disposition"] == "answered"
+    await watcher.close()
+    assert seen_by_network == [L.DID_GROUP]  # --from: the client sees our number
+
+
+async def test_callback_employee_does_not_answer(lab: L.Lab, tmp_path: Path) -> None:
+    code, _, err = await cli(lab, tmp_path, "callback", "--employee", "104", "--client", L.NUM_ANSWER)
+    assert code == 1
+    assert "сотрудник 104 не ответил" in err
+
+
+async def test_status_shows_trunk_and_ami(lab: L.Lab, tmp_path: Path) -> None:
+    code, out, err = await cli(lab, tmp_path, "status")
+    assert code == 0, out + err
+    assert "AMI: подключено к 127.0.0.11:5038" in out
+    assert "Транк novofon-reg: зарегистрирован" in out
+    assert "Активных звонков: 0" in out
+
+
+async def test_check_reports_wrong_ami_secret_without_leaking_it(lab: L.Lab, tmp_path: Path) -> None:
+    env = {**lab_env(lab, tmp_path), "AMI_SECRET": "wrong-secret-value"}
+    code, out, err = await cli(lab, tmp_path, "check", env=env)
+    assert code == 3
+    assert "refused user 'novofon-bridge'" in err
+    assert "wrong-secret-value" not in out + err
+
+
+async def test_check_says_when_ami_is_unreachable(lab: L.Lab, tmp_path: Path) -> None:
+    env = {**lab_env(lab, tmp_path), "AMI_PORT": "5039"}
+    code, _, err = await cli(lab, tmp_path, "check", env=env)
+    assert code == 3
+    assert "cannot connect to AMI at 127.0.0.11:5039" in err
