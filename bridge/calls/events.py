@@ -17,7 +17,7 @@ class Kind(enum.Enum):
     HANGUP = "hangup"  # the channel is gone, with `cause`
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ChannelEvent:
     kind: Kind
     ts: float  # Unix time from Asterisk's own clock ("Timestamp:" header)

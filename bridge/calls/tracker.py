@@ -79,6 +79,7 @@ class Call:
     linkedid: str
     started_at: float
     last_seen: float
+    call_start: str  # started_at formatted for the records, computed once
     direction: Direction = Direction.UNKNOWN
     caller_id: str = ""
     caller_name: str = ""
@@ -93,6 +94,7 @@ class Call:
     root_internal: str = ""  # extension whose phone started the call, if any
     channels: dict[str, Channel] = field(default_factory=dict)
     recorded: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)  # other Linkedids naming this call (transfers)
     root_cause: int = CAUSE_UNKNOWN  # hangup cause of the call's first channel
     reconstructed: bool = False
 
@@ -209,7 +211,7 @@ class Tracker:
             return
         call = self._calls.get(ev.linkedid)
         if call is None:
-            call = Call(ev.linkedid, ev.ts, ev.ts, reconstructed=adopted)
+            call = Call(ev.linkedid, ev.ts, ev.ts, self._time(ev.ts), reconstructed=adopted)
             self._calls[ev.linkedid] = call
         call.last_seen = ev.ts
         role, ext = self._classify(ev.channel)
@@ -307,6 +309,7 @@ class Tracker:
         target = self._calls.get(ev.linkedid)
         if target is None:
             self._calls[ev.linkedid] = chan.call
+            chan.call.aliases.append(ev.linkedid)
         elif target is not chan.call:
             old = chan.call
             del old.channels[chan.uniqueid]
@@ -347,8 +350,9 @@ class Tracker:
             self._finish(call, ts, out)
 
     def _finish(self, call: Call, ts: float, out: list[CallRecord]) -> None:
-        for key in [k for k, c in self._calls.items() if c is call]:
-            del self._calls[key]
+        for key in (call.linkedid, *call.aliases):
+            if self._calls.get(key) is call:
+                del self._calls[key]
         if call.direction is Direction.UNKNOWN:
             return  # internal-only call: nothing to report
         end = call.ended_at or ts
@@ -386,7 +390,7 @@ class Tracker:
 
     def _record(self, call: Call, event: Event, **extra: str) -> CallRecord:
         values = {
-            "call_start": self._time(call.started_at),
+            "call_start": call.call_start,
             "pbx_call_id": call.pbx_call_id,
             "caller_id": call.caller_id,
             "called_did": call.called_did,

@@ -31,8 +31,15 @@ class AmiError(Exception):
 
 def parse_message(block: bytes) -> AmiMessage:
     """Parse one complete AMI message (without the blank-line terminator)."""
-    msg: AmiMessage = {}
-    for line in block.decode("utf-8", "replace").split("\r\n"):
+    lines = block.decode("utf-8", "replace").split("\r\n")
+    try:  # fast path: every line is "Key: value" and no key repeats (nearly every event)
+        msg = dict(line.split(": ", 1) for line in lines)
+        if len(msg) == len(lines):
+            return msg
+    except ValueError:
+        pass
+    msg = {}
+    for line in lines:
         key, sep, value = line.partition(": ")
         if not sep:
             key, sep, value = line.partition(":")
@@ -134,10 +141,11 @@ class AmiProtocol(asyncio.Protocol):
 
     # -- messages ------------------------------------------------------------------------------
     def _handle(self, block: bytes) -> None:
-        if block.startswith(b"Event: ") and self._events is not None and b"ActionID:" not in block:
+        if self._events is not None and block.startswith(b"Event: "):
             end = block.find(b"\r\n")
             name = block[7 : end if end >= 0 else len(block)].decode("ascii", "replace")
-            if name not in self._events:
+            # Unwanted events are dropped unparsed, unless they answer one of our list actions.
+            if name not in self._events and not (self._pending and b"ActionID:" in block):
                 return
         msg = parse_message(block)
         action_id = msg.get("ActionID")

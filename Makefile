@@ -1,0 +1,50 @@
+# novofon-bridge — the two commands a fresh machine needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install lab lab-down lint test unit demo bench transcripts run clean install-service
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)          ## Python virtualenv with the bridge and its dev tools
+
+lab: install               ## provision (first time: debootstrap Asterisk 22) and start the 3-instance lab
+	$(PY) -m tests.lab.lab up
+
+lab-down: install
+	$(PY) -m tests.lab.lab down
+
+lint: install              ## ruff + mypy
+	$(PY) -m ruff check bridge tests bench
+	$(PY) -m ruff format --check bridge tests bench
+	$(PY) -m mypy
+
+test: lint                 ## linters, unit tests and the real-Asterisk integration tests
+	$(PY) -m pytest -q -ra
+
+unit: install
+	$(PY) -m pytest -q tests/unit
+
+demo: install              ## lab + daemon + an inbound and an outbound call, records shown live
+	$(PY) -m tests.lab.demo
+
+bench: install             ## AMI parsing + tracker throughput and memory vs baselines
+	$(PY) bench/ami_bench.py
+
+transcripts: install       ## re-record tests/transcripts/*.ami from the lab
+	$(PY) -m tests.lab.record_transcripts
+
+run: install               ## the daemon with ./config.yaml (for development)
+	$(VENV)/bin/novofon-bridge run -c config.yaml
+
+install-service:           ## install as a systemd service (see README)
+	deploy/install.sh
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
