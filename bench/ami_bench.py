@@ -24,6 +24,7 @@ import re
 import resource
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bridge.calls.tracker import Tracker  # noqa: E402
 from bridge.sources.ami_events import WANTED, to_channel_event  # noqa: E402
-from bridge.sources.ami_protocol import AmiProtocol, Framer, parse_message  # noqa: E402
+from bridge.sources.ami_protocol import AmiProtocol  # noqa: E402
 
 TRANSCRIPTS = ROOT / "tests" / "transcripts"
 CHUNK = 4096
@@ -170,12 +171,14 @@ def _rss_kib() -> int:
         return int(f.read().split()[1]) * resource.getpagesize() // 1024
 
 
-def _child(name: str, calls: int, concurrent: int, repeat: int, conn: object) -> None:
+def _child(name: str, calls: int, concurrent: int, repeat: int, trace: bool, conn: object) -> None:
     data, events = build_stream(calls, concurrent)
     chunks = _chunks(data)
     del data
     gc.collect()
     rss_before = _rss_kib()
+    if trace:  # count the Python objects the run leaves behind (slower, so only when asked)
+        tracemalloc.start()
     best = float("inf")
     result = 0
     for _ in range(repeat):
@@ -184,12 +187,16 @@ def _child(name: str, calls: int, concurrent: int, repeat: int, conn: object) ->
         best = min(best, time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     gc.collect()
-    conn.send((events, best, result, rss_before, _rss_kib(), peak))  # type: ignore[attr-defined]
+    kept, traced_peak = tracemalloc.get_traced_memory() if trace else (0, 0)
+    conn.send((events, best, result, rss_before, _rss_kib(), peak, kept, traced_peak))  # type: ignore[attr-defined]
 
 
-def run_variant(name: str, calls: int, concurrent: int, repeat: int) -> tuple[int, float, int, int, int, int]:
+Row = tuple[int, float, int, int, int, int, int, int]
+
+
+def run_variant(name: str, calls: int, concurrent: int, repeat: int, trace: bool = False) -> Row:
     parent, child = mp.Pipe()
-    proc = mp.get_context("fork").Process(target=_child, args=(name, calls, concurrent, repeat, child))
+    proc = mp.get_context("fork").Process(target=_child, args=(name, calls, concurrent, repeat, trace, child))
     proc.start()
     out = parent.recv()
     proc.join()
@@ -211,23 +218,30 @@ def main() -> None:
     events = rows["split"][0]
     full_time = rows["full"][1]
     print(
-        f"{'variant':<11} {'events/s':>11} {'calls/s':>9} {'µs/event':>9} {'vs full':>8} "
-        f"{'peak RSS MB':>12} {'RSS growth MB':>14}"
+        f"{'variant':<11} {'events/s':>11} {'calls/s':>9} {'µs/event':>9} {'time vs full':>13} "
+        f"{'peak RSS MB':>12} {'RSS kept MB':>12}"
     )
-    for name, (ev, secs, _res, rss0, rss1) in rows.items():
+    for name, (ev, secs, _res, rss0, rss1, peak, _k, _p) in rows.items():
         print(
             f"{name:<11} {ev / secs:>11,.0f} {args.calls / secs:>9,.0f} {secs / ev * 1e6:>9.2f} "
-            f"{secs / full_time:>7.2f}x {rss1 / 1024:>12.1f} {(rss1 - rss0) / 1024:>14.1f}"
+            f"{secs / full_time:>12.2f}x {peak / 1024:>12.1f} {(rss1 - rss0) / 1024:>12.2f}"
         )
+    print(
+        "(peak RSS includes the stream itself, held in memory; RSS kept = resident after the run "
+        "minus before it)"
+    )
     print(f"\nevents in stream: {events:,}; records produced by 'full': {rows['full'][2]:,}")
 
-    # Memory must stay flat as the number of finished calls grows: same concurrency, 4x the calls.
-    print("\nmemory vs finished calls (full pipeline, peak RSS growth during the run):")
-    for calls in (args.calls // 4, args.calls, args.calls * 2):
-        ev, secs, _res, rss0, rss1 = run_variant("full", calls, args.concurrent, 1)
+    # Memory must stay flat as the number of finished calls grows: same concurrency, more calls.
+    print(
+        f"\nmemory vs finished calls, {args.concurrent} overlapping (full pipeline under tracemalloc):"
+        f"\n{'calls':>9} {'events':>10} {'Python objects kept KB':>23} {'traced peak KB':>15} "
+        f"{'RSS kept MB':>12}"
+    )
+    for calls in (args.calls // 4, args.calls, args.calls * 4):
+        ev, _s, _res, rss0, rss1, _peak, kept, tpeak = run_variant("full", calls, args.concurrent, 1, True)
         print(
-            f"  {calls:>7,} calls  {ev:>9,} events  {ev / secs:>10,.0f} events/s  "
-            f"RSS growth {(rss1 - rss0) / 1024:6.1f} MB"
+            f"{calls:>9,} {ev:>10,} {kept / 1024:>23.1f} {tpeak / 1024:>15.1f} {(rss1 - rss0) / 1024:>12.2f}"
         )
 
 

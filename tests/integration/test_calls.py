@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 
@@ -262,3 +263,32 @@ async def test_outbound_no_answer(daemon: tuple[App, MemorySink], phones: AmiCon
             **end_fields(duration="0", disposition="no answer", status_code="19"),
         },
     ]
+
+
+async def test_burst_of_simultaneous_calls_is_tracked_without_losing_ami(
+    daemon: tuple[App, MemorySink], provider: AmiConnection, phones: AmiConnection
+) -> None:
+    """20 inbound calls to the ring group and 10 outbound calls, all at once: every call gets its
+    full record sequence and the AMI connection is never dropped for reading too slowly."""
+    app, sink = daemon
+    inbound, outbound = 20, 10
+    await asyncio.gather(
+        *(call_in(provider, L.DID_GROUP, talk=2, caller=f"8958000{i:04d}") for i in range(inbound)),
+        *(call_out(phones, "102", L.NUM_ANSWER) for _ in range(outbound)),
+    )
+
+    def ends(records: list[CallRecord]) -> int:
+        return sum(r.fields["event"] in ("NOTIFY_END", "NOTIFY_OUT_END") for r in records)
+
+    records = await sink.wait_for(lambda rs: ends(rs) == inbound + outbound, timeout=90)
+    by_call: dict[str, list[str]] = {}
+    for r in records:
+        by_call.setdefault(r.pbx_call_id, []).append(r.fields["event"])
+    assert len(by_call) == inbound + outbound
+    for events in by_call.values():
+        assert events[0] in ("NOTIFY_START", "NOTIFY_OUT_START")
+        assert events[-2] in ("NOTIFY_END", "NOTIFY_OUT_END") and events[-1] == "NOTIFY_RECORD"
+    callers = {r.fields["caller_id"] for r in records if r.fields["event"] == "NOTIFY_START"}
+    assert callers == {f"7958000{i:04d}" for i in range(inbound)}
+    assert app.ami.connects == 1
+    assert app.tracker.active_calls == 0

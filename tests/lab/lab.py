@@ -156,6 +156,14 @@ class Lab:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     # ---- paths -------------------------------------------------------------------------------
+    @property
+    def moddir(self) -> str:
+        """Asterisk's module folder inside the chroot (multiarch: x86_64-linux-gnu, aarch64-...)."""
+        found = sorted(self.root.glob("usr/lib/*/asterisk/modules"))
+        if not found:
+            raise LabError(f"no Asterisk modules under {self.root}/usr/lib/*/asterisk/modules")
+        return "/" + str(found[0].relative_to(self.root))
+
     def host_path(self, inst: Instance, *parts: str) -> Path:
         return self.root / inst.base.lstrip("/") / Path(*parts)
 
@@ -185,7 +193,7 @@ class Lab:
             "asterisk.conf",
             f"""[directories]
 astetcdir => {b}/etc
-astmoddir => /usr/lib/x86_64-linux-gnu/asterisk/modules
+astmoddir => {self.moddir}
 astvarlibdir => {b}/lib
 astdbdir => {b}/db
 astkeydir => {b}/lib

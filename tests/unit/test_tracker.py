@@ -222,3 +222,21 @@ def test_default_did_when_trunk_sends_s() -> None:
     (start,) = t.feed(_ev(Kind.NEW, "a", "a", "PJSIP/novofon-01", caller_num="+7 (958) 111-45-85", exten="s"))
     assert start.event is Event.START
     assert (start.fields["caller_id"], start.fields["called_did"]) == ("79581114585", "74951234567")
+
+
+def test_finished_calls_are_freed_by_refcounting_not_left_to_the_cyclic_gc() -> None:
+    import gc
+
+    from bridge.calls.tracker import Call, Channel
+
+    gc.collect()
+    gc.disable()
+    try:
+        tracker = Tracker()
+        for _ in range(20):
+            for name in EXPECTED:
+                replay(name, tracker)
+        leftovers = [o for o in gc.get_objects() if isinstance(o, (Call, Channel))]
+    finally:
+        gc.enable()
+    assert leftovers == []
