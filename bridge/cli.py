@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from bridge import config as config_mod
@@ -36,33 +36,34 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-async def _check(cfg: Config, connect: bool) -> int:
-    print(f"{cfg.source}: конфигурация в порядке")
-    if not connect:
-        return 0
-    try:
-        actions = await PbxActions.open(cfg)
-    except AmiError as e:
-        print(f"AMI: {e}", file=sys.stderr)
-        return EXIT_AMI
-    try:
-        status = await actions.status()
-    finally:
-        await actions.close()
-    print(f"AMI: вход выполнен ({cfg.asterisk.ami.host}:{cfg.asterisk.ami.port}, {status.banner})")
-    return 0
-
-
-async def _status(cfg: Config) -> int:
+async def _with_pbx(cfg: Config, work: Callable[[PbxActions], Awaitable[int]]) -> int:
+    """Open an AMI connection of our own for one command; exit 3 when AMI is unreachable."""
     try:
         actions = await PbxActions.open(cfg)
     except AmiError as e:
         print(f"AMI: нет подключения — {e}", file=sys.stderr)
         return EXIT_AMI
     try:
-        st = await actions.status()
+        return await work(actions)
     finally:
         await actions.close()
+
+
+async def _check(cfg: Config, connect: bool) -> int:
+    print(f"{cfg.source}: конфигурация в порядке")
+    if not connect:
+        return 0
+
+    async def login(actions: PbxActions) -> int:
+        status = await actions.status()
+        print(f"AMI: вход выполнен ({cfg.asterisk.ami.host}:{cfg.asterisk.ami.port}, {status.banner})")
+        return 0
+
+    return await _with_pbx(cfg, login)
+
+
+async def _status(actions: PbxActions) -> int:
+    cfg, st = actions.cfg, await actions.status()
     print(f"AMI: подключено к {cfg.asterisk.ami.host}:{cfg.asterisk.ami.port} ({st.banner})")
     ok = True
     if not st.registrations:
@@ -78,24 +79,19 @@ async def _status(cfg: Config) -> int:
     return 0 if ok else 1
 
 
-async def _call(cfg: Config, args: argparse.Namespace) -> int:
-    try:
-        actions = await PbxActions.open(cfg)
-    except AmiError as e:
-        print(f"AMI: нет подключения — {e}", file=sys.stderr)
-        return EXIT_AMI
-    try:
+def _call(args: argparse.Namespace) -> Callable[[PbxActions], Awaitable[int]]:
+    async def place(actions: PbxActions) -> int:
         if args.command == "call":
             outcome = await actions.test_call(args.number, _say, args.timeout)
         else:
             outcome = await actions.callback(args.employee, args.client, args.did, _say, args.timeout)
-    finally:
-        await actions.close()
-    if outcome.answered:
-        print(f"готово: разговор {outcome.talk_seconds:.0f} с, завершён: {outcome.reason}")
-    else:
-        print(f"звонок не удался: {outcome.reason}", file=sys.stderr)
-    return outcome.exit_code
+        if outcome.answered:
+            print(f"готово: разговор {outcome.talk_seconds:.0f} с, завершён: {outcome.reason}")
+        else:
+            print(f"звонок не удался: {outcome.reason}", file=sys.stderr)
+        return outcome.exit_code
+
+    return place
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,8 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return asyncio.run(_check(cfg, not args.no_connect))
         if args.command == "status":
-            return asyncio.run(_status(cfg))
-        return asyncio.run(_call(cfg, args))
+            return asyncio.run(_with_pbx(cfg, _status))
+        return asyncio.run(_with_pbx(cfg, _call(args)))
     except KeyboardInterrupt:
         return 130
 

@@ -13,9 +13,10 @@ import pytest
 from bridge import config as config_mod
 from bridge.app import App
 from bridge.config import Config
-from bridge.sources.ami import AmiConnection, AmiSettings
+from bridge.sources.ami import AmiConnection
 from tests.helpers import MemorySink
 from tests.lab import lab as lab_mod
+from tests.lab.calls import open_instance
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,14 +56,14 @@ async def arx(lab: lab_mod.Lab, inst: lab_mod.Instance, command: str) -> str:
 
 @pytest.fixture
 async def provider(lab: lab_mod.Lab) -> AsyncIterator[AmiConnection]:
-    conn = await AmiConnection.open(AmiSettings(host=lab_mod.PROVIDER_IP, username="lab", secret="lab"))
+    conn = await open_instance(lab_mod.PROVIDER_IP)
     yield conn
     await conn.close()
 
 
 @pytest.fixture
 async def phones(lab: lab_mod.Lab) -> AsyncIterator[AmiConnection]:
-    conn = await AmiConnection.open(AmiSettings(host=lab_mod.PHONES_IP, username="lab", secret="lab"))
+    conn = await open_instance(lab_mod.PHONES_IP)
     yield conn
     await conn.close()
 

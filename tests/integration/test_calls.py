@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 
 import pytest
 
@@ -14,51 +13,12 @@ from bridge.sources.ami import AmiConnection
 from tests.conftest import arx
 from tests.helpers import MemorySink
 from tests.lab import lab as L
+from tests.lab.calls import call_in, call_out
 
 pytestmark = pytest.mark.lab
 
 CALLER = "89581114585"  # as a Russian caller's number often arrives: 8XXXXXXXXXX
 CALLER_NORM = "79581114585"
-
-
-async def call_in(
-    provider: AmiConnection, did: str, talk: int = 2, caller: str = CALLER, name: str = "Клиент"
-) -> str:
-    """The provider (Novofon) sends a call to ``did``; the caller hangs up ``talk`` s after answer."""
-    chan_id = f"lab-in-{uuid.uuid4().hex[:8]}"
-    result = await provider.action(
-        "Originate",
-        {
-            "Channel": f"PJSIP/{did}@{L.TRUNK_LOGIN}",
-            "Context": "caller",
-            "Exten": "talk",
-            "Priority": "1",
-            "CallerID": f"{name} <{caller}>",
-            "Variable": f"TALK={talk}",
-            "Timeout": "30000",
-            "Async": "true",
-            "ChannelId": chan_id,
-        },
-    )
-    assert result.ok, result.response
-    return chan_id
-
-
-async def call_out(phones: AmiConnection, ext: str, number: str, talk: int = 2) -> None:
-    """Employee ``ext`` dials ``number`` from their handset and hangs up ``talk`` s after answer."""
-    result = await phones.action(
-        "Originate",
-        {
-            "Channel": f"PJSIP/{number}@{ext}",
-            "Context": "employee",
-            "Exten": "talk",
-            "Priority": "1",
-            "Variable": f"TALK={talk}",
-            "Timeout": "30000",
-            "Async": "true",
-        },
-    )
-    assert result.ok, result.response
 
 
 def shape(records: list[CallRecord], prefix: str) -> list[dict[str, str]]:

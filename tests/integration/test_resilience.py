@@ -20,8 +20,9 @@ from bridge.config import Config
 from bridge.sources.ami import AmiConnection
 from tests.conftest import REPO, hangup_all, lab_config, lab_env
 from tests.helpers import MemorySink, until
-from tests.integration.test_calls import CALLER_NORM, call_in
+from tests.integration.test_calls import CALLER_NORM
 from tests.lab import lab as L
+from tests.lab.calls import call_in
 from tests.transcripts import replay
 
 pytestmark = pytest.mark.lab

@@ -13,11 +13,10 @@ import os
 import signal
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
-from bridge.sources.ami import AmiConnection, AmiSettings
 from tests.lab import lab as L
+from tests.lab.calls import call_in, call_out, open_instance
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,39 +54,16 @@ async def main() -> int:
     daemon = await asyncio.create_subprocess_exec(*cmd, "run", env=env, stderr=asyncio.subprocess.DEVNULL)
     provider = phones = None
     try:
-        settings = {"username": "lab", "secret": "lab"}
-        provider = await AmiConnection.open(AmiSettings(host=L.PROVIDER_IP, **settings))  # type: ignore[arg-type]
-        phones = await AmiConnection.open(AmiSettings(host=L.PHONES_IP, **settings))  # type: ignore[arg-type]
-        await asyncio.sleep(1)  # let the daemon log in before the first call
+        provider = await open_instance(L.PROVIDER_IP)
+        phones = await open_instance(L.PHONES_IP)
+        await asyncio.sleep(1)  # let the daemon log in before the first call (it would resync anyway)
 
         say(f"inbound: a client calls {L.DID_GROUP}; extensions 101 and 102 ring, 101 answers")
-        await provider.action(
-            "Originate",
-            {
-                "Channel": f"PJSIP/{L.DID_GROUP}@{L.TRUNK_LOGIN}",
-                "Context": "caller",
-                "Exten": "talk",
-                "Priority": "1",
-                "CallerID": "Иван Петров <89581114585>",
-                "Variable": "TALK=3",
-                "Async": "true",
-                "ChannelId": f"demo-{uuid.uuid4().hex[:8]}",
-            },
-        )
+        await call_in(provider, L.DID_GROUP, talk=3, name="Иван Петров")
         await wait_for_events(state / "records.jsonl", 1)
 
         say(f"outbound: extension 101 calls {L.NUM_ANSWER}")
-        await phones.action(
-            "Originate",
-            {
-                "Channel": f"PJSIP/{L.NUM_ANSWER}@101",
-                "Context": "employee",
-                "Exten": "talk",
-                "Priority": "1",
-                "Variable": "TALK=2",
-                "Async": "true",
-            },
-        )
+        await call_out(phones, "101", L.NUM_ANSWER)
         await wait_for_events(state / "records.jsonl", 2)
 
         say(f"staff test call: novofon-bridge call {L.NUM_TEST}")
