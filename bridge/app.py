@@ -17,7 +17,8 @@ from bridge.calls.events import LiveChannel
 from bridge.calls.records import CallRecord, Event
 from bridge.calls.tracker import Tracker, TrackerSettings
 from bridge.config import Config
-from bridge.pipeline import RecordPipeline
+from bridge.outbox.dispatcher import Dispatcher, RetryPolicy
+from bridge.outbox.store import OutboxStore
 from bridge.sinks.base import Sink
 from bridge.sinks.console import ConsoleSink
 from bridge.sinks.jsonl import JsonlSink
@@ -54,7 +55,7 @@ def tracker_settings(cfg: Config) -> TrackerSettings:
     )
 
 
-def build_sinks(cfg: Config) -> list[Sink]:
+def build_sinks(cfg: Config, store: OutboxStore) -> list[Sink]:
     sinks: list[Sink] = []
     if cfg.sinks.jsonl.enabled:
         sinks.append(JsonlSink(cfg.jsonl_path))
@@ -63,11 +64,19 @@ def build_sinks(cfg: Config) -> list[Sink]:
     return sinks
 
 
+def retry_policy(cfg: Config) -> RetryPolicy:
+    o = cfg.outbox
+    return RetryPolicy(base=o.retry_base, cap=o.retry_cap, max_age=o.max_age, send_timeout=o.send_timeout)
+
+
 class App:
     def __init__(self, cfg: Config, extra_sinks: Sequence[Sink] = ()) -> None:
         self.cfg = cfg
         self.tracker = Tracker(tracker_settings(cfg))
-        self.pipeline = RecordPipeline([*build_sinks(cfg), *extra_sinks])
+        self.store = OutboxStore(cfg.outbox_path, cfg.outbox.synchronous.upper())
+        self.dispatcher = Dispatcher(
+            self.store, [*build_sinks(cfg, self.store), *extra_sinks], retry_policy(cfg)
+        )
         a = cfg.asterisk.ami
         self.ami = AmiSupervisor(
             ami_settings(cfg),
@@ -81,7 +90,7 @@ class App:
         self._resync_buffer: list[AmiMessage] | None = None
         self._recordings = Path(cfg.asterisk.recordings_dir)
 
-    # -- AMI -> tracker -> pipeline -------------------------------------------------------------
+    # -- AMI -> tracker -> outbox ---------------------------------------------------------------
     def _on_ami_event(self, msg: AmiMessage) -> None:
         if self._resync_buffer is not None:
             self._resync_buffer.append(msg)
@@ -98,7 +107,9 @@ class App:
             self.trunk_registrations[msg.get("Username", msg.get("Domain", "?"))] = msg.get("Status", "")
 
     def _publish(self, records: list[CallRecord]) -> None:
-        self.pipeline.publish(self._enrich(r) for r in records)
+        """Commit the records (one delivery per sink) before anything is sent, then wake the sinks."""
+        self.store.add([self._enrich(r) for r in records], self.dispatcher.sink_names)
+        self.dispatcher.notify()
 
     def _enrich(self, r: CallRecord) -> CallRecord:
         meta = dict(r.meta)
@@ -157,9 +168,22 @@ class App:
     def _report_status(self) -> None:
         state = "connected" if self.ami.connected.is_set() else f"unavailable ({self.ami.last_error})"
         systemd.notify(
-            f"STATUS=AMI {state}; active calls {self.tracker.active_calls}; "
-            f"records delivered {self.pipeline.delivered} of {self.pipeline.published}"
+            f"STATUS=AMI {state}; active calls {self.tracker.active_calls}; deliveries pending {self.backlog}"
         )
+
+    @property
+    def backlog(self) -> int:
+        return sum(c.get("pending", 0) for c in self.store.counts().values())
+
+    async def _housekeeping(self) -> None:
+        """Purge delivered records older than outbox.keep_days, once an hour."""
+        while True:
+            older = time.time() - self.cfg.outbox.keep_days * 86400
+            purged = self.store.purge(older)
+            self.store.purge_state(older)
+            if purged:
+                log.info("outbox.purged", deliveries=purged, keep_days=self.cfg.outbox.keep_days)
+            await asyncio.sleep(3600)
 
     async def _status_reporter(self) -> None:
         while True:
@@ -168,39 +192,44 @@ class App:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        log.info("bridge.starting", config=self.cfg.source, ami=self.ami.settings.address)
-        pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
-        background = [
+        log.info(
+            "bridge.starting",
+            config=self.cfg.source,
+            ami=self.ami.settings.address,
+            sinks=self.dispatcher.sink_names,
+            outbox=str(self.cfg.outbox_path),
+        )
+        tasks = [
+            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self.ami.run(), name="ami"),
             asyncio.create_task(self._sweeper(), name="sweeper"),
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
             asyncio.create_task(self._status_reporter(), name="status"),
             asyncio.create_task(systemd.watchdog(), name="watchdog"),
         ]
         systemd.notify("READY=1")
+        stopper = asyncio.create_task(stop.wait(), name="stop")
         try:
-            stopper = asyncio.create_task(stop.wait(), name="stop")
-            done, _ = await asyncio.wait(
-                [stopper, pipeline_task, *background[:2]], return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait([stopper, *tasks[:2]], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stopper and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
-            stopper.cancel()
         finally:
+            stopper.cancel()
             systemd.notify("STOPPING=1")
-            log.info("bridge.stopping", pending_records=self.pipeline.backlog)
-            for task in background:
+            log.info("bridge.stopping", pending_deliveries=self.backlog)
+            # Every record is already committed: stopping only lets in-flight sends finish.
+            await self.dispatcher.stop(grace=5.0)
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self.ami.stop()
-            self.pipeline.finish()
-            try:
-                await asyncio.wait_for(pipeline_task, 30)
-            except TimeoutError:
-                log.error("bridge.records_not_delivered", count=self.pipeline.backlog)
-            await self.pipeline.close()
-            log.info("bridge.stopped", delivered=self.pipeline.delivered)
+            for sink in self.dispatcher.sinks:
+                with contextlib.suppress(Exception):
+                    await sink.close()
+            log.info("bridge.stopped", sent=self.dispatcher.sent, pending_deliveries=self.backlog)
+            self.store.close()
 
 
 async def run_daemon(cfg: Config) -> None:

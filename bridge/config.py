@@ -90,6 +90,16 @@ class SinksConfig:
 
 
 @dataclass(frozen=True)
+class OutboxConfig:
+    retry_base: float = 5.0
+    retry_cap: float = 3600.0
+    max_age: float = 86400.0
+    send_timeout: float = 60.0
+    keep_days: float = 7.0
+    synchronous: Literal["normal", "full"] = "normal"
+
+
+@dataclass(frozen=True)
 class CliConfig:
     test_call_application: str = "Playback"
     test_call_data: str = "hello-world"
@@ -104,8 +114,13 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     sinks: SinksConfig = field(default_factory=SinksConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
     cli: CliConfig = field(default_factory=CliConfig)
     source: str = "<defaults>"
+
+    @property
+    def outbox_path(self) -> Path:
+        return Path(self.storage.dir) / "outbox.sqlite3"
 
     @property
     def jsonl_path(self) -> Path:
@@ -242,6 +257,9 @@ def _validate(cfg: Config) -> None:
     ):
         if getattr(ami, name) <= 0:
             raise ConfigError(f, f"asterisk.ami.{name}", "expected a positive number of seconds")
+    for name in ("retry_base", "retry_cap", "max_age", "send_timeout", "keep_days"):
+        if getattr(cfg.outbox, name) <= 0:
+            raise ConfigError(f, f"outbox.{name}", "expected a positive number")
     if ami.reconnect_min_delay > ami.reconnect_max_delay:
         raise ConfigError(f, "asterisk.ami.reconnect_min_delay", "must not exceed reconnect_max_delay")
     if not cfg.pbx.country_code.isdigit():

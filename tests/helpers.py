@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from bridge.calls.records import CallRecord
+from bridge.outbox.store import Delivery
 
 T = TypeVar("T")
 
@@ -15,15 +16,14 @@ T = TypeVar("T")
 class MemorySink:
     """A real sink that keeps what it was given, so tests can wait for records."""
 
-    name = "memory"
-
-    def __init__(self) -> None:
+    def __init__(self, name: str = "memory") -> None:
+        self.name = name
         self.records: list[CallRecord] = []
         self._changed = asyncio.Condition()
 
-    async def deliver(self, records: list[CallRecord]) -> None:
+    async def send(self, delivery: Delivery) -> None:
         async with self._changed:
-            self.records.extend(records)
+            self.records.append(delivery.record)
             self._changed.notify_all()
 
     async def close(self) -> None:
@@ -65,3 +65,8 @@ async def until(check: Callable[[], T], timeout: float = 15, interval: float = 0
         await asyncio.sleep(interval)
         last = check()
     return last
+
+
+def delivery(record: CallRecord, record_id: int = 1, sink: str = "test") -> Delivery:
+    """A Delivery as the outbox would hand it to a sink."""
+    return Delivery(record_id, record_id, sink, record, attempts=0, created_at=0.0)

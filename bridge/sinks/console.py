@@ -7,6 +7,7 @@ from typing import TextIO
 
 from bridge.calls.numbers import pretty
 from bridge.calls.records import CallRecord, Event
+from bridge.outbox.store import Delivery
 
 DISPOSITIONS_RU = {
     "answered": "отвечен",
@@ -56,9 +57,8 @@ class ConsoleSink:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
 
-    async def deliver(self, records: list[CallRecord]) -> None:
-        for r in records:
-            print(describe(r), file=self.stream, flush=True)
+    async def send(self, delivery: Delivery) -> None:
+        print(describe(delivery.record), file=self.stream, flush=True)
 
     async def close(self) -> None:
         pass

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from bridge.calls.records import CallRecord
+from bridge.outbox.store import Delivery
 
 
 class JsonlSink:
@@ -22,9 +22,9 @@ class JsonlSink:
         os.write(self._fd, data)
         os.fsync(self._fd)
 
-    async def deliver(self, records: list[CallRecord]) -> None:
-        data = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records).encode()
-        await asyncio.to_thread(self._write, data)
+    async def send(self, delivery: Delivery) -> None:
+        line = json.dumps(delivery.record.to_json(), ensure_ascii=False) + "\n"
+        await asyncio.to_thread(self._write, line.encode())
 
     async def close(self) -> None:
         os.close(self._fd)

@@ -237,10 +237,10 @@ async def test_burst_of_simultaneous_calls_is_tracked_without_losing_ami(
         *(call_out(phones, "102", L.NUM_ANSWER) for _ in range(outbound)),
     )
 
-    def ends(records: list[CallRecord]) -> int:
-        return sum(r.fields["event"] in ("NOTIFY_END", "NOTIFY_OUT_END") for r in records)
+    def finished(records: list[CallRecord]) -> int:  # every call here is answered and recorded
+        return sum(r.fields["event"] == "NOTIFY_RECORD" for r in records)
 
-    records = await sink.wait_for(lambda rs: ends(rs) == inbound + outbound, timeout=90)
+    records = await sink.wait_for(lambda rs: finished(rs) == inbound + outbound, timeout=90)
     by_call: dict[str, list[str]] = {}
     for r in records:
         by_call.setdefault(r.pbx_call_id, []).append(r.fields["event"])
