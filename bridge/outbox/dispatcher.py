@@ -79,10 +79,14 @@ class Dispatcher:
             wake.clear()
             now = time.time()
             batch = self.store.due(sink.name, now)
+            held: set[str] = set()  # calls whose earlier record just failed: the rest waits
             for delivery in batch:
                 if self._stopping:
                     return
-                await self._attempt(sink, delivery)
+                if delivery.record.pbx_call_id in held:
+                    continue
+                if not await self._attempt(sink, delivery):
+                    held.add(delivery.record.pbx_call_id)
             if batch:
                 continue
             next_at = self.store.next_due_at(sink.name)
@@ -90,48 +94,50 @@ class Dispatcher:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout)
 
-    async def _attempt(self, sink: Sink, d: Delivery) -> None:
-        now = time.time()
-        if now - d.created_at > self.policy.max_age:
-            reason = f"gave up after {d.attempts} attempts over {self.policy.max_age:.0f} s: {d.last_error}"
-            self.store.mark_dead(d.id, reason)
-            log.error(
-                "outbox.dead",
-                sink=sink.name,
-                delivery=d.id,
-                record_event=d.record.fields["event"],
-                pbx_call_id=d.record.pbx_call_id,
-                reason=reason,
+    async def _attempt(self, sink: Sink, d: Delivery) -> bool:
+        """Try once; True when the delivery is settled (delivered or dead), False when it waits."""
+        if time.time() - d.created_at > self.policy.max_age:
+            self._dead(
+                sink,
+                d,
+                f"gave up after {d.attempts} attempts over {self.policy.max_age:.0f} s: {d.last_error}",
             )
-            return
+            return True
         self._busy += 1
         try:
             await asyncio.wait_for(sink.send(d), self.policy.send_timeout)
         except RetryLater as e:
             delay = e.retry_after if e.retry_after is not None else self.policy.delay(d.attempts)
             self._retry(sink, d, delay, str(e))
+            return False
         except PermanentFailure as e:
-            self.store.mark_dead(d.id, str(e))
-            log.error(
-                "outbox.dead",
-                sink=sink.name,
-                delivery=d.id,
-                record_event=d.record.fields["event"],
-                pbx_call_id=d.record.pbx_call_id,
-                reason=str(e),
-            )
+            self._dead(sink, d, str(e))
+            return True
         except TimeoutError:
             self._retry(
                 sink, d, self.policy.delay(d.attempts), f"no answer within {self.policy.send_timeout} s"
             )
+            return False
         except Exception as e:  # a bug in a sink: keep the record, retry, say so loudly
             log.exception("outbox.sink_crashed", sink=sink.name, delivery=d.id)
             self._retry(sink, d, self.policy.delay(d.attempts), f"{type(e).__name__}: {e}")
-        else:
-            self.store.mark_delivered(d.id)
-            self.sent += 1
+            return False
         finally:
             self._busy -= 1
+        self.store.mark_delivered(d.id)
+        self.sent += 1
+        return True
+
+    def _dead(self, sink: Sink, d: Delivery, reason: str) -> None:
+        self.store.mark_dead(d.id, reason)
+        log.error(
+            "outbox.dead",
+            sink=sink.name,
+            delivery=d.id,
+            record_event=d.record.fields["event"],
+            pbx_call_id=d.record.pbx_call_id,
+            reason=reason,
+        )
 
     def _retry(self, sink: Sink, d: Delivery, delay: float, error: str) -> None:
         self.store.mark_retry(d.id, time.time() + delay, error)

@@ -151,14 +151,14 @@ class OutboxStore:
         return Delivery(rid, rec, sink, record, attempts, created, state, next_try, error)
 
     def due(self, sink: str, now: float, limit: int = 100) -> list[Delivery]:
-        """Pending deliveries whose time has come and that head their call's queue for this sink
-        (an END is never sent while its START is still pending)."""
+        """Pending deliveries whose time has come, oldest first, leaving out any whose call has an
+        earlier delivery still waiting for its retry (an END never overtakes its START)."""
         rows = self.db.execute(
             self._SELECT + " WHERE d.sink=? AND d.state='pending' AND d.next_try_at<=?"
-            " AND d.id = (SELECT MIN(id) FROM deliveries e"
-            "             WHERE e.sink=d.sink AND e.pbx_call_id=d.pbx_call_id AND e.state='pending')"
+            " AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.sink=d.sink"
+            "   AND e.pbx_call_id=d.pbx_call_id AND e.state='pending' AND e.id<d.id AND e.next_try_at>?)"
             " ORDER BY d.id LIMIT ?",
-            (sink, now, limit),
+            (sink, now, now, limit),
         ).fetchall()
         return [self._row(r) for r in rows]
 
