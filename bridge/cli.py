@@ -1,4 +1,4 @@
-"""novofon-bridge command line: run | check | call | callback | status."""
+"""novofon-bridge command line: run | check | call | callback | status | outbox."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from bridge import logs
 from bridge.actions import PbxActions
 from bridge.app import run_daemon
 from bridge.config import Config, ConfigError
+from bridge.outbox.store import OutboxStore, State
 from bridge.sources.ami_protocol import AmiError
 
 EXIT_CONFIG = 2
@@ -27,7 +29,8 @@ def _config_path(arg: str | None) -> Path:
 def _load(args: argparse.Namespace) -> Config:
     cfg = config_mod.load(_config_path(getattr(args, "config", None)))
     logs.setup(
-        cfg.logging.format, "warning" if args.command in ("call", "callback", "status") else cfg.logging.level
+        cfg.logging.format,
+        "warning" if args.command in ("call", "callback", "status", "outbox") else cfg.logging.level,
     )
     return cfg
 
@@ -94,6 +97,41 @@ def _call(args: argparse.Namespace) -> Callable[[PbxActions], Awaitable[int]]:
     return place
 
 
+def _outbox(cfg: Config, args: argparse.Namespace) -> int:
+    """Inspect and repair the outbox (safe while the daemon runs: SQLite WAL)."""
+    if not cfg.outbox_path.exists():
+        print(f"{cfg.outbox_path}: нет очереди (демон ещё не запускался с этим storage.dir)", file=sys.stderr)
+        return 1
+    store = OutboxStore(cfg.outbox_path)
+    try:
+        if args.action == "retry":
+            n = store.retry_dead(args.sink)
+            print(f"повторная отправка: {n} доставок возвращены в очередь (демон отправит их сам)")
+        elif args.action == "purge":
+            n = store.purge(time.time() - args.days * 86400)
+            print(f"удалено доставленных записей старше {args.days:g} дн.: {n}")
+        else:
+            counts = store.counts()
+            if not counts:
+                print("очередь пуста")
+            for sink, states in sorted(counts.items()):
+                parts = ", ".join(f"{k}: {v}" for k, v in sorted(states.items()))
+                print(f"{sink}: {parts}")
+            oldest = store.oldest_pending()
+            if oldest is not None:
+                print(f"самая старая неотправленная запись: {time.time() - oldest:.0f} с назад")
+            for state in (State.PENDING, State.DEAD):
+                for d in store.list(state, args.limit):
+                    f = d.record.fields
+                    print(
+                        f"  [{state.value}] #{d.id} {d.sink} {f['event']} {d.record.pbx_call_id} "
+                        f"попыток {d.attempts}" + (f" — {d.last_error}" if d.last_error else "")
+                    )
+        return 0
+    finally:
+        store.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     # -c works before or after the command: "novofon-bridge -c F call N" and "... call -c F N".
     common = argparse.ArgumentParser(add_help=False)
@@ -117,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--from", dest="did", default=None, help="our number (DID) shown to the client")
     cb.add_argument("--timeout", type=float, default=None)
     sub.add_parser("status", help="AMI connection, trunk registration, active calls", parents=[common])
+    ob = sub.add_parser("outbox", help="pending and dead deliveries; retry; purge", parents=[common])
+    ob.add_argument("action", nargs="?", choices=["list", "retry", "purge"], default="list")
+    ob.add_argument("--sink", default=None, help="retry only this sink's dead deliveries")
+    ob.add_argument("--days", type=float, default=7.0, help="purge: delivered records older than N days")
+    ob.add_argument("--limit", type=int, default=50, help="list: at most N rows per state")
     return p
 
 
@@ -133,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "check":
             return asyncio.run(_check(cfg, not args.no_connect))
+        if args.command == "outbox":
+            return _outbox(cfg, args)
         if args.command == "status":
             return asyncio.run(_with_pbx(cfg, _status))
         return asyncio.run(_with_pbx(cfg, _call(args)))
