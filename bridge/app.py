@@ -20,8 +20,12 @@ from bridge.config import Config
 from bridge.outbox.dispatcher import Dispatcher, RetryPolicy
 from bridge.outbox.store import OutboxStore
 from bridge.sinks.base import Sink
+from bridge.sinks.bitrix24 import Bitrix24Sink, BitrixSettings
 from bridge.sinks.console import ConsoleSink
+from bridge.sinks.http import Http
 from bridge.sinks.jsonl import JsonlSink
+from bridge.sinks.telegram import TelegramSettings, TelegramSink
+from bridge.sinks.webhook import WebhookSink
 from bridge.sources.ami import AmiConnection, AmiSettings, AmiSupervisor, Backoff
 from bridge.sources.ami_events import WANTED, to_channel_event, to_live_channel
 from bridge.sources.ami_protocol import AmiError, AmiMessage
@@ -55,12 +59,52 @@ def tracker_settings(cfg: Config) -> TrackerSettings:
     )
 
 
-def build_sinks(cfg: Config, store: OutboxStore) -> list[Sink]:
+def build_sinks(cfg: Config, store: OutboxStore, http: Http) -> list[Sink]:
     sinks: list[Sink] = []
-    if cfg.sinks.jsonl.enabled:
+    s = cfg.sinks
+    if s.jsonl.enabled:
         sinks.append(JsonlSink(cfg.jsonl_path))
-    if cfg.sinks.console.enabled:
+    if s.console.enabled:
         sinks.append(ConsoleSink())
+    if s.telegram.enabled:
+        t = s.telegram
+        settings = TelegramSettings(
+            token=t.token,
+            api_url=t.api_url.rstrip("/"),
+            group_chats=tuple(t.group_chats),
+            employees=dict(t.employees),
+            send_recordings=t.send_recordings,
+            max_upload_mb=t.max_upload_mb,
+            per_chat_rate=t.per_chat_rate,
+            group_per_minute=t.group_per_minute,
+            global_rate=t.global_rate,
+            templates=t.templates,
+        )
+        sinks.append(TelegramSink(settings, http, store))
+    if s.bitrix24.enabled:
+        b = s.bitrix24
+        sinks.append(
+            Bitrix24Sink(
+                BitrixSettings(
+                    webhook_url=b.webhook_url,
+                    app=b.app,
+                    users=dict(b.users),
+                    default_user_id=b.default_user_id,
+                    crm_create=b.crm_create,
+                    show_card=b.show_card,
+                    attach_recordings=b.attach_recordings,
+                    timezone=cfg.pbx.timezone,
+                    rate=b.rate,
+                    burst=b.burst,
+                ),
+                http,
+                store,
+            )
+        )
+    for i, hook in enumerate(s.webhooks):
+        sinks.append(
+            WebhookSink(hook.name or f"webhook{i + 1}", hook.url, hook.secret, http, frozenset(hook.events))
+        )
     return sinks
 
 
@@ -74,9 +118,9 @@ class App:
         self.cfg = cfg
         self.tracker = Tracker(tracker_settings(cfg))
         self.store = OutboxStore(cfg.outbox_path, cfg.outbox.synchronous.upper())
-        self.dispatcher = Dispatcher(
-            self.store, [*build_sinks(cfg, self.store), *extra_sinks], retry_policy(cfg)
-        )
+        self.http = Http(timeout=cfg.outbox.send_timeout)
+        sinks = [*build_sinks(cfg, self.store, self.http), *extra_sinks]
+        self.dispatcher = Dispatcher(self.store, sinks, retry_policy(cfg))
         a = cfg.asterisk.ami
         self.ami = AmiSupervisor(
             ami_settings(cfg),
@@ -228,6 +272,7 @@ class App:
             for sink in self.dispatcher.sinks:
                 with contextlib.suppress(Exception):
                     await sink.close()
+            await self.http.close()
             log.info("bridge.stopped", sent=self.dispatcher.sent, pending_deliveries=self.backlog)
             self.store.close()
 

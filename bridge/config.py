@@ -17,6 +17,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from bridge.calls.records import Event
+from bridge.sinks.bitrix24 import BitrixApp
+from bridge.sinks.telegram import TelegramTemplates
+
 DEFAULT_PATH = Path("/etc/novofon-bridge/config.yaml")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -84,9 +88,49 @@ class ConsoleSinkConfig:
 
 
 @dataclass(frozen=True)
+class TelegramConfig:
+    enabled: bool = False
+    token: str = field(default="", repr=False)
+    api_url: str = "https://api.telegram.org"
+    group_chats: list[str] = field(default_factory=list)
+    employees: dict[str, str] = field(default_factory=dict)
+    send_recordings: bool = True
+    max_upload_mb: float = 50.0
+    per_chat_rate: float = 1.0
+    group_per_minute: float = 20.0
+    global_rate: float = 30.0
+    templates: TelegramTemplates = field(default_factory=TelegramTemplates)
+
+
+@dataclass(frozen=True)
+class Bitrix24Config:
+    enabled: bool = False
+    webhook_url: str = field(default="", repr=False)
+    app: BitrixApp = field(default_factory=BitrixApp)
+    users: dict[str, str] = field(default_factory=dict)
+    default_user_id: str = ""
+    crm_create: bool = True
+    show_card: bool = True
+    attach_recordings: bool = True
+    rate: float = 2.0
+    burst: float = 50.0
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str = ""
+    name: str = ""
+    secret: str = field(default="", repr=False)
+    events: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class SinksConfig:
     jsonl: JsonlSinkConfig = field(default_factory=JsonlSinkConfig)
     console: ConsoleSinkConfig = field(default_factory=ConsoleSinkConfig)
+    telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    bitrix24: Bitrix24Config = field(default_factory=Bitrix24Config)
+    webhooks: list[WebhookConfig] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -264,9 +308,64 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f, "asterisk.ami.reconnect_min_delay", "must not exceed reconnect_max_delay")
     if not cfg.pbx.country_code.isdigit():
         raise ConfigError(f, "pbx.country_code", f"expected digits such as 7, got {cfg.pbx.country_code!r}")
+    _validate_sinks(cfg)
     for did in cfg.pbx.lines:
         if not did.isdigit():
             raise ConfigError(f, f"pbx.lines.{did}", "expected the DID as digits only, e.g. 74951234567")
+
+
+def _url(f: str, key: str, value: str) -> None:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ConfigError(f, key, f"expected an http(s):// URL, got {value[:40]!r}")
+
+
+def _validate_sinks(cfg: Config) -> None:
+    f, tg, bx = cfg.source, cfg.sinks.telegram, cfg.sinks.bitrix24
+    if tg.enabled:
+        if not re.fullmatch(r"\d+:[\w-]{20,}", tg.token):
+            raise ConfigError(
+                f,
+                "sinks.telegram.token",
+                "expected the bot token from @BotFather (123456789:AA...), e.g. token: ${TELEGRAM_BOT_TOKEN}",
+            )
+        _url(f, "sinks.telegram.api_url", tg.api_url)
+        if not tg.group_chats and not tg.employees:
+            raise ConfigError(
+                f,
+                "sinks.telegram.group_chats",
+                "expected at least one chat id (group_chats or employees), or enabled: false",
+            )
+        for name in ("per_chat_rate", "group_per_minute", "global_rate", "max_upload_mb"):
+            if getattr(tg, name) <= 0:
+                raise ConfigError(f, f"sinks.telegram.{name}", "expected a positive number")
+    if bx.enabled:
+        if bx.webhook_url:
+            _url(f, "sinks.bitrix24.webhook_url", bx.webhook_url)
+        elif bx.app.portal_url:
+            _url(f, "sinks.bitrix24.app.portal_url", bx.app.portal_url)
+            for name in ("client_id", "client_secret", "refresh_token"):
+                if not getattr(bx.app, name):
+                    raise ConfigError(f, f"sinks.bitrix24.app.{name}", "required for the application mode")
+        else:
+            raise ConfigError(
+                f,
+                "sinks.bitrix24.webhook_url",
+                "expected the incoming webhook URL (https://PORTAL/rest/USER_ID/CODE/) or an app: section",
+            )
+        if bx.rate <= 0 or bx.burst < 1:
+            raise ConfigError(f, "sinks.bitrix24.rate", "expected rate > 0 and burst >= 1")
+    names = set()
+    known = {e.value for e in Event}
+    for i, hook in enumerate(cfg.sinks.webhooks):
+        key = f"sinks.webhooks[{i}]"
+        _url(f, f"{key}.url", hook.url)
+        for ev in hook.events:
+            if ev not in known:
+                raise ConfigError(f, f"{key}.events", f"unknown event {ev!r} (expected NOTIFY_START, ...)")
+        name = hook.name or f"webhook{i + 1}"
+        if name in names:
+            raise ConfigError(f, f"{key}.name", f"duplicate webhook name {name!r}")
+        names.add(name)
 
 
 def load(path: str | Path | None = None, env: typing.Mapping[str, str] | None = None) -> Config:

@@ -6,7 +6,10 @@ form-encoded webhooks Novofon sends.
 
 from __future__ import annotations
 
+import base64
 import enum
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,3 +105,27 @@ def make(event: Event, values: dict[str, str], meta: dict[str, str] | None = Non
     for name in FIELDS[event][1:]:
         fields[name] = values[name]
     return CallRecord(fields, meta or {})
+
+
+# What Novofon signs for each event (SPECS.md): the Signature header is
+# base64(lowercase hex(HMAC-SHA1(api_secret, concatenated fields))).
+SIGNED_FIELDS: dict[Event, tuple[str, ...]] = {
+    Event.START: ("caller_id", "called_did", "call_start"),
+    Event.INTERNAL: ("caller_id", "called_did", "call_start"),
+    Event.ANSWER: ("caller_id", "destination", "call_start"),
+    Event.END: ("caller_id", "called_did", "call_start"),
+    Event.OUT_START: ("internal", "destination", "call_start"),
+    Event.OUT_END: ("internal", "destination", "call_start"),
+    Event.RECORD: ("pbx_call_id", "call_id_with_rec"),
+}
+
+
+def signature_string(fields: dict[str, str]) -> str:
+    event = Event(fields["event"])
+    return "".join(fields.get(name, "") for name in SIGNED_FIELDS[event])
+
+
+def sign(fields: dict[str, str], secret: str) -> str:
+    """Novofon's Signature header value for a notification with these fields."""
+    digest = hmac.new(secret.encode(), signature_string(fields).encode(), hashlib.sha1).hexdigest()
+    return base64.b64encode(digest.encode()).decode()
