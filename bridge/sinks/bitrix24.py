@@ -126,7 +126,8 @@ class Bitrix24Sink:
         elif ev in (Event.END, Event.OUT_END):
             await self._register(r, st, f["internal"])
             await self._finish(r, st)
-            await self._hide(r, st, keep=None)
+            answered = f["disposition"] == "answered"  # the answerer keeps the card (the CRM form)
+            await self._hide(r, st, keep=f["internal"] if answered else None)
         elif ev is Event.RECORD and self.s.attach_recordings:
             await self._attach(r, st, delivery.attempts)
 
@@ -188,7 +189,9 @@ class Bitrix24Sink:
     async def _attach(self, r: CallRecord, st: dict[str, Any], attempts: int) -> None:
         if st["attached"] or not st["call_id"]:
             return
-        path = Path(r.meta.get("recording_file", ""))
+        if not r.meta.get("recording_file"):
+            return  # the daemon did not say where the file is (recordings_dir unset): nothing to attach
+        path = Path(r.meta["recording_file"])
         if not path.is_file():
             if attempts < RECORDING_WAIT_ATTEMPTS:
                 raise RetryLater(f"recording {path} is not there yet", retry_after=2.0 * (attempts + 1))

@@ -243,7 +243,9 @@ class TelegramSink:
         self._save(pbx_call_id, state)  # at once: a retry must edit this message, not send another
 
     async def _send_recording(self, chat: str, r: CallRecord, state: dict[str, Any], attempts: int) -> None:
-        path = Path(r.meta.get("recording_file", ""))
+        if not r.meta.get("recording_file"):
+            return
+        path = Path(r.meta["recording_file"])
         t = self.s.templates
         notice = None
         if not path.is_file():

@@ -1,0 +1,145 @@
+"""Fake Telegram Bot API: checks requests as the real one does and keeps every chat's messages."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.base import FakeServer, Fault
+
+TOKEN = "123456789:AAEfakeTokenForTheLabOnly_abcdefghij"
+ALLOWED_TAGS = {
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "a",
+    "code",
+    "pre",
+    "tg-spoiler",
+    "blockquote",
+    "span",
+}
+
+
+class _HtmlCheck(HTMLParser):
+    """Telegram's HTML parse mode: a few tags, balanced; '<', '>' and '&' must be escaped."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=False)
+        self.stack: list[str] = []
+        self.error: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in ALLOWED_TAGS:
+            self.error = f"Unsupported start tag {tag!r}"
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack.pop() != tag:
+            self.error = f"Unexpected end tag {tag!r}"
+
+
+def check_html(text: str) -> str | None:
+    if re.search(r"&(?!(lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);)", text):
+        return "Can't parse entities: unsupported entity or bare '&'"
+    p = _HtmlCheck()
+    p.feed(text)
+    p.close()
+    if p.error:
+        return f"Can't parse entities: {p.error}"
+    if p.stack:
+        return "Can't parse entities: can't find end tag"
+    return None
+
+
+def too_many_requests(retry_after: int) -> Fault:
+    return Fault(
+        429,
+        {
+            "ok": False,
+            "error_code": 429,
+            "description": f"Too Many Requests: retry after {retry_after}",
+            "parameters": {"retry_after": retry_after},
+        },
+    )
+
+
+class FakeTelegram(FakeServer):
+    def __init__(self, token: str = TOKEN, blocked: set[str] | None = None) -> None:
+        super().__init__()
+        self.token = token
+        self.blocked = blocked or set()  # chats whose user never /started the bot
+        self.chats: dict[str, dict[int, str]] = {}  # chat -> message_id -> current text
+        self.edits: dict[str, int] = {}
+        self.audio: list[tuple[str, str, int]] = []  # (chat, filename, size)
+        self.sent_texts: list[tuple[str, str]] = []
+        self._ids = itertools.count(100)
+        self.app.router.add_post("/bot{token}/{method}", self.handle)
+
+    @staticmethod
+    def _error(code: int, description: str) -> web.Response:
+        return web.json_response({"ok": False, "error_code": code, "description": description}, status=code)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return self._error(401, "Unauthorized")
+        method = request.match_info["method"]
+        if request.content_type == "application/json":
+            data: dict[str, Any] = await request.json()
+        else:
+            form = await request.post()
+            data = {k: v for k, v in form.items()}
+        chat = str(data.get("chat_id", ""))
+        if not chat:
+            return self._error(400, "Bad Request: chat_id is empty")
+        if chat in self.blocked:
+            return self._error(403, "Forbidden: bot can't initiate conversation with a user")
+        if method in ("sendMessage", "editMessageText"):
+            text = data.get("text")
+            if not isinstance(text, str) or not 1 <= len(text) <= 4096:
+                return self._error(400, "Bad Request: message text is empty or too long")
+            if data.get("parse_mode") == "HTML" and (problem := check_html(text)):
+                return self._error(400, f"Bad Request: {problem}")
+            msgs = self.chats.setdefault(chat, {})
+            if method == "sendMessage":
+                mid = next(self._ids)
+                msgs[mid] = text
+                self.sent_texts.append((chat, text))
+            else:
+                mid = int(data.get("message_id", 0))
+                if mid not in msgs:
+                    return self._error(400, "Bad Request: message to edit not found")
+                if msgs[mid] == text:
+                    return self._error(
+                        400,
+                        "Bad Request: message is not modified: specified new message "
+                        "content and reply markup are exactly the same",
+                    )
+                msgs[mid] = text
+                self.edits[chat] = self.edits.get(chat, 0) + 1
+            return web.json_response(
+                {"ok": True, "result": {"message_id": mid, "chat": {"id": chat}, "text": text}}
+            )
+        if method in ("sendAudio", "sendDocument"):
+            field = data.get("audio") or data.get("document")
+            if not isinstance(field, web.FileField):
+                return self._error(400, "Bad Request: there is no audio in the request")
+            size = len(field.file.read())
+            if size > 50 * 1024 * 1024:
+                return self._error(413, "Request Entity Too Large")
+            self.audio.append((chat, field.filename, size))
+            return web.json_response({"ok": True, "result": {"message_id": next(self._ids)}})
+        return self._error(404, "Not Found: method not found")
+
+    def texts(self, chat: str) -> list[str]:
+        return list(self.chats.get(chat, {}).values())
