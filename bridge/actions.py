@@ -183,7 +183,8 @@ class PbxActions:
                 follower.finish(f"Asterisk отказал в вызове: {result.message}")
                 return follower.outcome
             try:
-                await asyncio.wait_for(follower.done.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await follower.done.wait()
             except TimeoutError:
                 root = follower.channels.get(follower.linkedid)
                 if root:

@@ -91,8 +91,9 @@ class Dispatcher:
                 continue
             next_at = self.store.next_due_at(sink.name)
             timeout = IDLE_CHECK if next_at is None else min(IDLE_CHECK, max(0.0, next_at - time.time()))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):  # not wait_for: see sources/ami.py
+                    await wake.wait()
 
     async def _attempt(self, sink: Sink, d: Delivery) -> bool:
         """Try once; True when the delivery is settled (delivered or dead), False when it waits."""
@@ -105,7 +106,8 @@ class Dispatcher:
             return True
         self._busy += 1
         try:
-            await asyncio.wait_for(sink.send(d), self.policy.send_timeout)
+            async with asyncio.timeout(self.policy.send_timeout):
+                await sink.send(d)
         except RetryLater as e:
             delay = e.retry_after if e.retry_after is not None else self.policy.delay(d.attempts)
             self._retry(sink, d, delay, str(e))

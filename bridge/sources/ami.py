@@ -75,20 +75,25 @@ class AmiConnection:
         events: Iterable[str] | None = None,
     ) -> AmiConnection:
         loop = asyncio.get_running_loop()
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
+        # with the awaited result, and a supervisor that ignores its cancel never stops.
         try:
-            _, protocol = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: AmiProtocol(on_event or (lambda _m: None), events),
-                    settings.host,
-                    settings.port,
-                ),
-                settings.connect_timeout,
-            )
+            async with asyncio.timeout(settings.connect_timeout):
+                _, protocol = await loop.create_connection(
+                    lambda: AmiProtocol(on_event or (lambda _m: None), events), settings.host, settings.port
+                )
         except (TimeoutError, OSError) as e:
             raise AmiError(f"cannot connect to AMI at {settings.address}: {e or 'timeout'}") from e
         conn = cls(settings, protocol)
         try:
-            await asyncio.wait_for(asyncio.shield(protocol.banner_seen), settings.connect_timeout)
+            try:
+                async with asyncio.timeout(settings.connect_timeout):
+                    await asyncio.shield(protocol.banner_seen)
+            except TimeoutError as e:
+                raise AmiError(
+                    f"AMI at {settings.address} accepted the connection but sent no banner "
+                    f"within {settings.connect_timeout} s (Asterisk hung?)"
+                ) from e
             result = await conn.action(
                 "Login", {"Username": settings.username, "Secret": settings.secret, "Events": "on"}
             )
@@ -109,7 +114,8 @@ class AmiConnection:
     ) -> ActionResult:
         future = self.protocol.send_action(name, fields)
         try:
-            return await asyncio.wait_for(future, timeout or self.settings.action_timeout)
+            async with asyncio.timeout(timeout or self.settings.action_timeout):
+                return await future
         except TimeoutError as e:
             raise AmiError(f"AMI action {name} got no answer in time") from e
 
@@ -198,7 +204,8 @@ class AmiSupervisor:
         closed = conn.protocol.closed
         while True:
             try:
-                exc = await asyncio.wait_for(asyncio.shield(closed), self.settings.ping_interval)
+                async with asyncio.timeout(self.settings.ping_interval):
+                    exc = await asyncio.shield(closed)
                 return f"connection closed by Asterisk{f': {exc}' if exc else ''}"
             except TimeoutError:
                 pass

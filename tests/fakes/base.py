@@ -19,6 +19,8 @@ class Fault:
     body: Any = None  # JSON body; None = a plain-text error
     hang: float = 0.0  # seconds to sit on the request before answering (or never, if huge)
     headers: dict[str, str] | None = None
+    processed: bool = False  # handle the request for real first, then hang and fail: the far side
+    #                          has done it, the caller never hears so (a crash between send and ack)
 
 
 class FakeServer:
@@ -38,6 +40,8 @@ class FakeServer:
         self.requests += 1
         if self.faults:
             fault = self.faults.popleft()
+            if fault.processed:
+                await handler(request)
             if fault.hang:
                 task = asyncio.current_task()
                 assert task is not None

@@ -153,3 +153,31 @@ def test_backoff_grows_caps_and_jitters() -> None:
         assert len(delays) > 1  # jittered: reconnecting clients do not stampede together
     with pytest.raises(ValueError):
         Backoff(min_delay=5, max_delay=1)
+
+
+async def test_asterisk_that_accepts_but_never_speaks_is_an_ami_error_and_retried() -> None:
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accept, say nothing (a hung Asterisk still completes TCP handshakes)
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sup = AmiSupervisor(
+        AmiSettings("127.0.0.1", port, "bridge", "x", connect_timeout=0.2),
+        lambda m: None,
+        lambda c, t: asyncio.sleep(0),
+        backoff=Backoff(0.01, 0.02),
+    )
+    task = asyncio.create_task(sup.run())
+    try:
+        while sup.last_error is None:
+            await asyncio.sleep(0.01)
+        assert "sent no banner within 0.2 s" in sup.last_error
+        await asyncio.sleep(0.3)
+        assert not task.done()  # still retrying, never crashed
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        server.close()
+        await server.wait_closed()
