@@ -229,6 +229,11 @@ class App:
                 log.info("outbox.purged", deliveries=purged, keep_days=self.cfg.outbox.keep_days)
             await asyncio.sleep(3600)
 
+    async def _checkpointer(self) -> None:
+        while True:
+            await asyncio.sleep(10)
+            await asyncio.to_thread(self.store.checkpoint)
+
     async def _status_reporter(self) -> None:
         while True:
             self._report_status()
@@ -248,6 +253,7 @@ class App:
             asyncio.create_task(self.ami.run(), name="ami"),
             asyncio.create_task(self._sweeper(), name="sweeper"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
+            asyncio.create_task(self._checkpointer(), name="checkpointer"),
             asyncio.create_task(self._status_reporter(), name="status"),
             asyncio.create_task(systemd.watchdog(), name="watchdog"),
         ]
