@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -17,6 +18,7 @@ from bridge.calls.events import LiveChannel
 from bridge.calls.records import CallRecord, Event
 from bridge.calls.tracker import Tracker, TrackerSettings
 from bridge.config import Config
+from bridge.http.server import HttpServer
 from bridge.outbox.dispatcher import Dispatcher, RetryPolicy
 from bridge.outbox.store import OutboxStore
 from bridge.sinks.base import Sink
@@ -131,6 +133,20 @@ class App:
             on_state=self._report_status,
         )
         self.trunk_registrations: dict[str, str] = {}
+        h = cfg.http
+        self.http_server = (
+            HttpServer(
+                h.bind,
+                h.port,
+                h.max_body_kb * 1024,
+                self._commit_inbound,
+                self.status,
+                cfg.novofon.api_secret,
+                cfg.novofon.sms_token,
+            )
+            if h.enabled
+            else None
+        )
         self._resync_buffer: list[AmiMessage] | None = None
         self._recordings = Path(cfg.asterisk.recordings_dir)
 
@@ -154,6 +170,35 @@ class App:
         """Commit the records (one delivery per sink) before anything is sent, then wake the sinks."""
         self.store.add([self._enrich(r) for r in records], self.dispatcher.sink_names)
         self.dispatcher.notify()
+
+    def _commit_inbound(self, key: str, records: list[CallRecord]) -> bool:
+        """Records that came over HTTP: committed once (repeats by ``key`` are dropped), then sent."""
+        stored = self.store.add_once(key, [self._enrich(r) for r in records], self.dispatcher.sink_names)
+        if stored:
+            self.dispatcher.notify()
+        return stored
+
+    def status(self) -> dict[str, Any]:
+        counts = self.store.counts()
+        oldest = self.store.oldest_pending()
+        employees = set(self.cfg.sinks.telegram.employees) | set(self.cfg.sinks.bitrix24.users)
+        return {
+            "ami": {
+                "connected": self.ami.connected.is_set(),
+                "address": self.ami.settings.address,
+                "last_error": self.ami.last_error,
+                "connects": self.ami.connects,
+            },
+            "trunk": self.trunk_registrations,
+            "calls": {"active": self.tracker.active_calls},
+            "outbox": {
+                "pending": sum(c.get("pending", 0) for c in counts.values()),
+                "dead": sum(c.get("dead", 0) for c in counts.values()),
+                "oldest_pending_age_s": None if oldest is None else round(time.time() - oldest, 1),
+                "by_sink": counts,
+            },
+            "directory": {"employees": len(employees)},
+        }
 
     def _enrich(self, r: CallRecord) -> CallRecord:
         meta = dict(r.meta)
@@ -257,6 +302,8 @@ class App:
             asyncio.create_task(self._status_reporter(), name="status"),
             asyncio.create_task(systemd.watchdog(), name="watchdog"),
         ]
+        if self.http_server is not None:
+            await self.http_server.start()
         systemd.notify("READY=1")
         stopper = asyncio.create_task(stop.wait(), name="stop")
         try:
@@ -269,6 +316,8 @@ class App:
             systemd.notify("STOPPING=1")
             log.info("bridge.stopping", pending_deliveries=self.backlog)
             # Every record is already committed: stopping only lets in-flight sends finish.
+            if self.http_server is not None:
+                await self.http_server.stop()
             await self.dispatcher.stop(grace=5.0)
             for task in tasks:
                 task.cancel()

@@ -94,6 +94,7 @@ class TelegramConfig:
     api_url: str = "https://api.telegram.org"
     group_chats: list[str] = field(default_factory=list)
     employees: dict[str, str] = field(default_factory=dict)
+    sms_chats: list[str] = field(default_factory=list)
     send_recordings: bool = True
     max_upload_mb: float = 50.0
     per_chat_rate: float = 1.0
@@ -134,6 +135,20 @@ class SinksConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    port: int = 2613
+    max_body_kb: int = 64
+
+
+@dataclass(frozen=True)
+class NovofonConfig:
+    api_secret: str = field(default="", repr=False)
+    sms_token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class OutboxConfig:
     retry_base: float = 5.0
     retry_cap: float = 3600.0
@@ -159,6 +174,8 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     sinks: SinksConfig = field(default_factory=SinksConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    novofon: NovofonConfig = field(default_factory=NovofonConfig)
     cli: CliConfig = field(default_factory=CliConfig)
     source: str = "<defaults>"
 
@@ -309,6 +326,12 @@ def _validate(cfg: Config) -> None:
     if not cfg.pbx.country_code.isdigit():
         raise ConfigError(f, "pbx.country_code", f"expected digits such as 7, got {cfg.pbx.country_code!r}")
     _validate_sinks(cfg)
+    if not 0 <= cfg.http.port < 65536:
+        raise ConfigError(
+            f, "http.port", f"expected a TCP port 1-65535 (0: any free one), got {cfg.http.port}"
+        )
+    if not 1 <= cfg.http.max_body_kb <= 10240:
+        raise ConfigError(f, "http.max_body_kb", "expected 1..10240 (KiB)")
     for did in cfg.pbx.lines:
         if not did.isdigit():
             raise ConfigError(f, f"pbx.lines.{did}", "expected the DID as digits only, e.g. 74951234567")

@@ -22,6 +22,7 @@ class Event(enum.StrEnum):
     OUT_START = "NOTIFY_OUT_START"
     OUT_END = "NOTIFY_OUT_END"
     RECORD = "NOTIFY_RECORD"
+    SMS = "NOTIFY_SMS"  # an SMS to one of our numbers, from Novofon's /sms notification (ours)
 
 
 FIELDS: dict[Event, tuple[str, ...]] = {
@@ -56,7 +57,16 @@ FIELDS: dict[Event, tuple[str, ...]] = {
         "call_id_with_rec",
     ),
     Event.RECORD: ("event", "pbx_call_id", "call_id_with_rec"),
+    Event.SMS: (
+        "event",
+        "pbx_call_id",
+        "virtual_phone_number",
+        "notification_time",
+        "contact_phone_number",
+        "message",
+    ),
 }
+CALL_EVENTS = frozenset(e for e in Event if e is not Event.SMS)
 
 
 class Disposition(enum.StrEnum):
@@ -118,6 +128,11 @@ SIGNED_FIELDS: dict[Event, tuple[str, ...]] = {
     Event.OUT_END: ("internal", "destination", "call_start"),
     Event.RECORD: ("pbx_call_id", "call_id_with_rec"),
 }
+
+
+def is_signed(fields: dict[str, str]) -> bool:
+    """Whether Novofon signs (and so a Novofon-compatible CRM expects) this event."""
+    return fields.get("event") in {e.value for e in SIGNED_FIELDS}
 
 
 def signature_string(fields: dict[str, str]) -> str:

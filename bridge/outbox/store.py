@@ -45,6 +45,10 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(sink, state, next_try_at
 CREATE INDEX IF NOT EXISTS deliveries_queue ON deliveries(sink, state, id);
 CREATE INDEX IF NOT EXISTS deliveries_call ON deliveries(sink, pbx_call_id, state, id);
 CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries(state, done_at);
+CREATE TABLE IF NOT EXISTS inbound_seen (
+    key        TEXT PRIMARY KEY,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sink_state (
     sink  TEXT NOT NULL,
     key   TEXT NOT NULL,
@@ -110,27 +114,40 @@ class OutboxStore:
     def add(self, records: list[CallRecord], sinks: list[str], now: float | None = None) -> list[int]:
         """Commit records and one pending delivery per sink, in one transaction."""
         now = time.time() if now is None else now
-        ids = []
         with self._tx():
-            for r in records:
-                cur = self.db.execute(
-                    "INSERT INTO records(pbx_call_id, event, fields, meta, created_at) VALUES (?,?,?,?,?)",
-                    (
-                        r.pbx_call_id,
-                        r.fields["event"],
-                        json.dumps(r.fields, ensure_ascii=False),
-                        json.dumps(r.meta, ensure_ascii=False),
-                        now,
-                    ),
-                )
-                rid = int(cur.lastrowid or 0)
-                ids.append(rid)
-                self.db.executemany(
-                    "INSERT INTO deliveries(record_id, sink, pbx_call_id, next_try_at, created_at)"
-                    " VALUES (?,?,?,?,?)",
-                    [(rid, s, r.pbx_call_id, now, now) for s in sinks],
-                )
+            return self._insert(records, sinks, now)
+
+    def _insert(self, records: list[CallRecord], sinks: list[str], now: float) -> list[int]:
+        ids = []
+        for r in records:
+            cur = self.db.execute(
+                "INSERT INTO records(pbx_call_id, event, fields, meta, created_at) VALUES (?,?,?,?,?)",
+                (
+                    r.pbx_call_id,
+                    r.fields["event"],
+                    json.dumps(r.fields, ensure_ascii=False),
+                    json.dumps(r.meta, ensure_ascii=False),
+                    now,
+                ),
+            )
+            rid = int(cur.lastrowid or 0)
+            ids.append(rid)
+            self.db.executemany(
+                "INSERT INTO deliveries(record_id, sink, pbx_call_id, next_try_at, created_at)"
+                " VALUES (?,?,?,?,?)",
+                [(rid, s, r.pbx_call_id, now, now) for s in sinks],
+            )
         return ids
+
+    def add_once(self, key: str, records: list[CallRecord], sinks: list[str]) -> bool:
+        """Commit records received from outside unless ``key`` was seen before (their repeats)."""
+        now = time.time()
+        with self._tx():
+            if self.db.execute("SELECT 1 FROM inbound_seen WHERE key=?", (key,)).fetchone():
+                return False
+            self.db.execute("INSERT INTO inbound_seen(key, created_at) VALUES (?,?)", (key, now))
+            self._insert(records, sinks, now)
+        return True
 
     def mark_delivered(self, delivery_id: int, now: float | None = None) -> None:
         self.db.execute(
@@ -243,6 +260,7 @@ class OutboxStore:
         )
 
     def purge_state(self, older_than: float) -> int:
+        self.db.execute("DELETE FROM inbound_seen WHERE created_at < ?", (older_than,))
         return self.db.execute("DELETE FROM sink_state WHERE updated_at < ?", (older_than,)).rowcount
 
     def _tx(self) -> _Tx:

@@ -113,6 +113,8 @@ class Bitrix24Sink:
     async def send(self, delivery: Delivery) -> None:
         r = delivery.record
         f, ev = r.fields, r.event
+        if ev is Event.SMS:
+            return  # not a call: Bitrix24 telephony has nothing to do with it
         st = self._load(r.pbx_call_id)
         if ev is Event.START:
             return  # nobody to show the card to yet: registered at the first extension rung

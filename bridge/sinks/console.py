@@ -45,6 +45,11 @@ def describe(r: CallRecord) -> str:
         text = f"завершён: {disp}{missed}, разговор {f['duration']} с, причина {f['status_code']}"
         if f["is_recorded"] == "1":
             text += ", записан"
+    elif ev is Event.SMS:
+        return (
+            f"{f['notification_time'][11:19]} SMS от {pretty(f['contact_phone_number'])} "
+            f"на {pretty(f['virtual_phone_number'])}: {f['message']}"
+        )
     else:
         text = f"запись разговора готова: {f['call_id_with_rec']}"
     mark = " [восстановлено после потери связи с Asterisk]" if r.reconstructed else ""

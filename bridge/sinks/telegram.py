@@ -55,6 +55,7 @@ class TelegramTemplates:
     )
     recording_missing: str = "🎙 Файл записи не найден на сервере АТС: {file}"
     reconstructed: str = "<i>(восстановлено после потери связи с Asterisk)</i>"
+    sms: str = "✉️ <b>SMS</b> от {sender} на {did}\n{message}"
 
 
 DISPOSITIONS_RU = {
@@ -79,6 +80,7 @@ class TelegramSettings:
     group_per_minute: float = 20.0
     global_rate: float = 30.0
     templates: TelegramTemplates = TelegramTemplates()
+    sms_chats: tuple[str, ...] = ()  # where SMS go (default: group_chats)
 
 
 class TelegramError(Exception):
@@ -97,6 +99,9 @@ def fold(view: dict[str, Any], r: CallRecord) -> dict[str, Any]:
     f, ev = r.fields, r.event
     v = dict(view)
     v.setdefault("rung", [])
+    if ev is Event.SMS:
+        v["sms"] = {k: f[k] for k in ("contact_phone_number", "virtual_phone_number", "message")}
+        return v
     if ev in (Event.START, Event.INTERNAL, Event.END):
         v["direction"] = "in"
         v["caller"] = f["caller_id"]
@@ -129,6 +134,15 @@ def fold(view: dict[str, Any], r: CallRecord) -> dict[str, Any]:
 def render(v: dict[str, Any], t: TelegramTemplates) -> str:
     def e(value: object) -> str:
         return html.escape(str(value), quote=False)
+
+    if v.get("sms"):
+        sms = v["sms"]
+        text = t.sms.format(
+            sender=e(pretty(sms["contact_phone_number"])),
+            did=e(pretty(sms["virtual_phone_number"])),
+            message=e(sms["message"]),
+        )
+        return text[:MAX_TEXT]
 
     inbound = v.get("direction") == "in"
     ended, disp = v.get("ended"), v.get("disposition")
@@ -191,6 +205,8 @@ class TelegramSink:
         self._store.set_state(self.name, f"call:{pbx_call_id}", json.dumps(state, ensure_ascii=False))
 
     def _chats(self, view: dict[str, Any]) -> list[str]:
+        if view.get("sms"):
+            return list(self.s.sms_chats or self.s.group_chats)
         chats = list(self.s.group_chats)
         employees = self.s.employees or {}
         exts = view.get("rung", []) if view.get("direction") == "in" else [view.get("internal", "")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from bridge.calls.records import sign
+from bridge.calls.records import is_signed, sign
 from bridge.outbox.store import Delivery
 from bridge.sinks.base import RetryLater
 from bridge.sinks.http import Http, classify_status, retry_after_header, transport_error
@@ -27,8 +27,8 @@ class WebhookSink:
 
     async def send(self, delivery: Delivery) -> None:
         fields = delivery.record.fields
-        if self._events and fields["event"] not in self._events:
-            return  # not wanted by this CRM: settled without a request
+        if (self._events and fields["event"] not in self._events) or not is_signed(fields):
+            return  # not wanted by this CRM, or not a Novofon call event (SMS): settled, no request
         headers = {"Idempotency-Key": delivery.idempotency_key}
         if self._secret:
             headers["Signature"] = sign(fields, self._secret)

@@ -195,6 +195,7 @@ def write_config(lab: L.Lab, state: Path, f: Fakes) -> Path:
             "recordings_dir": str(lab.recordings_dir),
         },
         "storage": {"dir": str(state)},
+        "http": {"port": 0},
         "logging": {"format": "json"},
         "outbox": {"retry_base": 0.2, "retry_cap": 1.0, "send_timeout": 30},
         "sinks": f.sinks_yaml(),
