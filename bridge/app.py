@@ -18,6 +18,7 @@ from bridge.calls.events import LiveChannel
 from bridge.calls.records import CallRecord, Event
 from bridge.calls.tracker import Tracker, TrackerSettings
 from bridge.config import Config
+from bridge.directory import Directory, Employee
 from bridge.http.server import HttpServer
 from bridge.outbox.dispatcher import Dispatcher, RetryPolicy
 from bridge.outbox.store import OutboxStore
@@ -61,7 +62,31 @@ def tracker_settings(cfg: Config) -> TrackerSettings:
     )
 
 
-def build_sinks(cfg: Config, store: OutboxStore, http: Http) -> list[Sink]:
+def build_directory(cfg: Config, store: OutboxStore) -> Directory:
+    """The directory in the outbox's database, with config.yaml's static employees (re)applied."""
+    directory = Directory(store.db)
+    for ext, e in cfg.directory.employees.items():
+        directory.upsert(Employee(ext, e.name, e.bitrix_user_id, e.telegram_chat_id, True, "config"))
+    directory.deactivate_others("config", set(cfg.directory.employees))
+    return directory
+
+
+def bitrix_settings(cfg: Config) -> BitrixSettings:
+    b = cfg.sinks.bitrix24
+    return BitrixSettings(
+        webhook_url=b.webhook_url,
+        app=b.app,
+        default_user_id=b.default_user_id,
+        crm_create=b.crm_create,
+        show_card=b.show_card,
+        attach_recordings=b.attach_recordings,
+        timezone=cfg.pbx.timezone,
+        rate=b.rate,
+        burst=b.burst,
+    )
+
+
+def build_sinks(cfg: Config, store: OutboxStore, http: Http, directory: Directory) -> list[Sink]:
     sinks: list[Sink] = []
     s = cfg.sinks
     if s.jsonl.enabled:
@@ -74,35 +99,17 @@ def build_sinks(cfg: Config, store: OutboxStore, http: Http) -> list[Sink]:
             token=t.token,
             api_url=t.api_url.rstrip("/"),
             group_chats=tuple(t.group_chats),
-            employees=dict(t.employees),
             send_recordings=t.send_recordings,
             max_upload_mb=t.max_upload_mb,
             per_chat_rate=t.per_chat_rate,
             group_per_minute=t.group_per_minute,
             global_rate=t.global_rate,
             templates=t.templates,
+            sms_chats=tuple(t.sms_chats),
         )
-        sinks.append(TelegramSink(settings, http, store))
+        sinks.append(TelegramSink(settings, http, store, directory))
     if s.bitrix24.enabled:
-        b = s.bitrix24
-        sinks.append(
-            Bitrix24Sink(
-                BitrixSettings(
-                    webhook_url=b.webhook_url,
-                    app=b.app,
-                    users=dict(b.users),
-                    default_user_id=b.default_user_id,
-                    crm_create=b.crm_create,
-                    show_card=b.show_card,
-                    attach_recordings=b.attach_recordings,
-                    timezone=cfg.pbx.timezone,
-                    rate=b.rate,
-                    burst=b.burst,
-                ),
-                http,
-                store,
-            )
-        )
+        sinks.append(Bitrix24Sink(bitrix_settings(cfg), http, store, directory))
     for i, hook in enumerate(s.webhooks):
         sinks.append(
             WebhookSink(hook.name or f"webhook{i + 1}", hook.url, hook.secret, http, frozenset(hook.events))
@@ -121,7 +128,8 @@ class App:
         self.tracker = Tracker(tracker_settings(cfg))
         self.store = OutboxStore(cfg.outbox_path, cfg.outbox.synchronous.upper())
         self.http = Http(timeout=cfg.outbox.send_timeout)
-        sinks = [*build_sinks(cfg, self.store, self.http), *extra_sinks]
+        self.directory = build_directory(cfg, self.store)
+        sinks = [*build_sinks(cfg, self.store, self.http, self.directory), *extra_sinks]
         self.dispatcher = Dispatcher(self.store, sinks, retry_policy(cfg))
         a = cfg.asterisk.ami
         self.ami = AmiSupervisor(
@@ -181,7 +189,6 @@ class App:
     def status(self) -> dict[str, Any]:
         counts = self.store.counts()
         oldest = self.store.oldest_pending()
-        employees = set(self.cfg.sinks.telegram.employees) | set(self.cfg.sinks.bitrix24.users)
         return {
             "ami": {
                 "connected": self.ami.connected.is_set(),
@@ -197,7 +204,7 @@ class App:
                 "oldest_pending_age_s": None if oldest is None else round(time.time() - oldest, 1),
                 "by_sink": counts,
             },
-            "directory": {"employees": len(employees)},
+            "directory": {"employees": len(self.directory)},
         }
 
     def _enrich(self, r: CallRecord) -> CallRecord:

@@ -93,7 +93,6 @@ class TelegramConfig:
     token: str = field(default="", repr=False)
     api_url: str = "https://api.telegram.org"
     group_chats: list[str] = field(default_factory=list)
-    employees: dict[str, str] = field(default_factory=dict)
     sms_chats: list[str] = field(default_factory=list)
     send_recordings: bool = True
     max_upload_mb: float = 50.0
@@ -108,7 +107,6 @@ class Bitrix24Config:
     enabled: bool = False
     webhook_url: str = field(default="", repr=False)
     app: BitrixApp = field(default_factory=BitrixApp)
-    users: dict[str, str] = field(default_factory=dict)
     default_user_id: str = ""
     crm_create: bool = True
     show_card: bool = True
@@ -132,6 +130,19 @@ class SinksConfig:
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     bitrix24: Bitrix24Config = field(default_factory=Bitrix24Config)
     webhooks: list[WebhookConfig] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EmployeeConfig:
+    name: str = ""
+    telegram_chat_id: str = ""
+    bitrix_user_id: str = ""
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    # Static entries: extension -> who. Bitrix24 sync adds and updates employees on top.
+    employees: dict[str, EmployeeConfig] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -174,6 +185,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     sinks: SinksConfig = field(default_factory=SinksConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     novofon: NovofonConfig = field(default_factory=NovofonConfig)
     cli: CliConfig = field(default_factory=CliConfig)
@@ -243,7 +255,8 @@ def _convert(value: Any, tp: Any, file: str, key: str, env: typing.Mapping[str, 
             return {}
         if not isinstance(value, dict):
             raise ConfigError(file, key, f"expected a mapping, got {value!r}")
-        return {str(k): str(_convert(v, str, file, f"{key}.{k}", env)) for k, v in value.items()}
+        item_type = typing.get_args(tp)[1]
+        return {str(k): _convert(v, item_type, file, f"{key}.{k}", env) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -332,6 +345,12 @@ def _validate(cfg: Config) -> None:
         )
     if not 1 <= cfg.http.max_body_kb <= 10240:
         raise ConfigError(f, "http.max_body_kb", "expected 1..10240 (KiB)")
+    internal = re.compile(cfg.asterisk.internal_extensions)
+    for ext in cfg.directory.employees:
+        if not internal.match(ext):
+            raise ConfigError(
+                f, f"directory.employees.{ext}", "not an extension by asterisk.internal_extensions"
+            )
     for did in cfg.pbx.lines:
         if not did.isdigit():
             raise ConfigError(f, f"pbx.lines.{did}", "expected the DID as digits only, e.g. 74951234567")
@@ -352,11 +371,12 @@ def _validate_sinks(cfg: Config) -> None:
                 "expected the bot token from @BotFather (123456789:AA...), e.g. token: ${TELEGRAM_BOT_TOKEN}",
             )
         _url(f, "sinks.telegram.api_url", tg.api_url)
-        if not tg.group_chats and not tg.employees:
+        if not tg.group_chats and not any(e.telegram_chat_id for e in cfg.directory.employees.values()):
             raise ConfigError(
                 f,
                 "sinks.telegram.group_chats",
-                "expected at least one chat id (group_chats or employees), or enabled: false",
+                "expected at least one chat id (group_chats, or directory.employees.*.telegram_chat_id), "
+                "or enabled: false",
             )
         for name in ("per_chat_rate", "group_per_minute", "global_rate", "max_upload_mb"):
             if getattr(tg, name) <= 0:

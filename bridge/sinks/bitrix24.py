@@ -27,6 +27,7 @@ import aiohttp
 import structlog
 
 from bridge.calls.records import CallRecord, Event
+from bridge.directory import Directory
 from bridge.outbox.ratelimit import TokenBucket
 from bridge.outbox.store import Delivery, OutboxStore
 from bridge.sinks.base import PermanentFailure, RetryLater
@@ -61,7 +62,6 @@ class BitrixApp:
 class BitrixSettings:
     webhook_url: str = field(default="", repr=False)  # https://portal/rest/1/CODE/
     app: BitrixApp = BitrixApp()
-    users: dict[str, str] | None = None  # extension -> Bitrix24 USER_ID
     default_user_id: str = ""
     crm_create: bool = True
     show_card: bool = True
@@ -80,13 +80,16 @@ class BitrixError(Exception):
 class Bitrix24Sink:
     name = "bitrix24"
 
-    def __init__(self, settings: BitrixSettings, http: Http, store: OutboxStore) -> None:
+    def __init__(
+        self, settings: BitrixSettings, http: Http, store: OutboxStore, directory: Directory
+    ) -> None:
         if not settings.webhook_url and not settings.app.portal_url:
             raise ValueError("Bitrix24 needs webhook_url or app.portal_url")
         self.s = settings
-        self._http = http
         self._store = store
-        self._bucket = TokenBucket(settings.rate, settings.burst)
+        self._directory = directory
+        self.client = BitrixClient(settings, http, store)
+        self._call = self.client.call
         self._tz = ZoneInfo(settings.timezone)
 
     # -- state ---------------------------------------------------------------------------------
@@ -100,9 +103,9 @@ class Bitrix24Sink:
         self._store.set_state(self.name, f"call:{pbx_call_id}", json.dumps(st))
 
     def _user(self, ext: str) -> dict[str, str]:
-        users = self.s.users or {}
-        if ext and ext in users:
-            return {"USER_ID": users[ext]}
+        user = self._directory.bitrix_user(ext)
+        if user:
+            return {"USER_ID": user}
         if ext:
             return {"USER_PHONE_INNER": ext}
         if self.s.default_user_id:
@@ -154,7 +157,7 @@ class Bitrix24Sink:
         self._save(r.pbx_call_id, st)
 
     async def _show(self, r: CallRecord, st: dict[str, Any], ext: str) -> None:
-        user = (self.s.users or {}).get(ext)
+        user = self._directory.bitrix_user(ext)
         if not self.s.show_card or not user or user in st["shown"]:
             return
         await self._call("telephony.externalcall.show", {"CALL_ID": st["call_id"], "USER_ID": user})
@@ -162,7 +165,7 @@ class Bitrix24Sink:
         self._save(r.pbx_call_id, st)
 
     async def _hide(self, r: CallRecord, st: dict[str, Any], keep: str | None) -> None:
-        keep_user = (self.s.users or {}).get(keep or "")
+        keep_user = self._directory.bitrix_user(keep or "")
         others = [u for u in st["shown"] if u != keep_user]
         if not others:
             return
@@ -213,8 +216,24 @@ class Bitrix24Sink:
     def _iso(self, call_start: str) -> str:
         return datetime.strptime(call_start, "%Y-%m-%d %H:%M:%S").replace(tzinfo=self._tz).isoformat()
 
-    # -- transport -----------------------------------------------------------------------------
-    async def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def close(self) -> None:
+        pass
+
+
+class BitrixClient:
+    """Bitrix24 REST over an incoming webhook or a local application (OAuth, refreshed tokens),
+    under the portal's leaky-bucket limit; answers classified into RetryLater / PermanentFailure."""
+
+    name = "bitrix24"
+
+    def __init__(self, settings: BitrixSettings, http: Http, store: OutboxStore) -> None:
+        self.s = settings
+        self._http = http
+        self._store = store
+        self._bucket = TokenBucket(settings.rate, settings.burst)
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        """Call a REST method; return its ``result``."""
         for _ in range(2):  # the second pass only after refreshing an expired OAuth token
             await self._bucket.acquire()
             url, auth = await self._endpoint(method)
@@ -228,8 +247,7 @@ class Bitrix24Sink:
             except (aiohttp.ClientError, TimeoutError) as e:
                 raise transport_error(e) from None
             if isinstance(body, dict) and "result" in body and status < 400:
-                result = body["result"]
-                return result if isinstance(result, dict) else {"result": result}
+                return body["result"]
             err = BitrixError(status, str(body.get("error", "")), str(body.get("error_description", "")))
             if err.error == "expired_token" and self.s.app.portal_url:
                 await self._refresh()
@@ -293,6 +311,3 @@ class Bitrix24Sink:
         self._store.set_state(self.name, "oauth", json.dumps(token))
         log.info("bitrix24.token_refreshed")
         return token
-
-    async def close(self) -> None:
-        pass

@@ -6,7 +6,7 @@ called, who rang, who answered, how it ended) is folded from the records in orde
 before anything is sent, so a retry renders exactly the same text.
 
 Routing: every configured group chat, plus the personal chat of each employee whose phone rang
-(inbound) or who placed the call (outbound) — static ``employees`` in config.yaml for now.
+(inbound) or who placed the call (outbound), from the employee directory.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import structlog
 
 from bridge.calls.numbers import pretty
 from bridge.calls.records import CallRecord, Event
+from bridge.directory import Directory
 from bridge.outbox.ratelimit import KeyedLimiter, TokenBucket
 from bridge.outbox.store import Delivery, OutboxStore
 from bridge.sinks.base import PermanentFailure, RetryLater
@@ -73,7 +74,6 @@ class TelegramSettings:
     token: str
     api_url: str = "https://api.telegram.org"
     group_chats: tuple[str, ...] = ()
-    employees: dict[str, str] | None = None  # extension -> personal chat id
     send_recordings: bool = True
     max_upload_mb: float = 50.0
     per_chat_rate: float = 1.0
@@ -186,10 +186,13 @@ def render(v: dict[str, Any], t: TelegramTemplates) -> str:
 class TelegramSink:
     name = "telegram"
 
-    def __init__(self, settings: TelegramSettings, http: Http, store: OutboxStore) -> None:
+    def __init__(
+        self, settings: TelegramSettings, http: Http, store: OutboxStore, directory: Directory
+    ) -> None:
         self.s = settings
         self._http = http
         self._store = store
+        self._directory = directory
         self._chat_limit = KeyedLimiter(settings.per_chat_rate, 3)
         self._group_limit = KeyedLimiter(settings.group_per_minute / 60.0, 5)
         self._global = TokenBucket(settings.global_rate, settings.global_rate)
@@ -208,10 +211,9 @@ class TelegramSink:
         if view.get("sms"):
             return list(self.s.sms_chats or self.s.group_chats)
         chats = list(self.s.group_chats)
-        employees = self.s.employees or {}
         exts = view.get("rung", []) if view.get("direction") == "in" else [view.get("internal", "")]
         for ext in exts:
-            chat = employees.get(ext)
+            chat = self._directory.telegram_chat(ext)
             if chat and chat not in chats:
                 chats.append(chat)
         return chats

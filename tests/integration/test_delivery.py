@@ -19,7 +19,14 @@ import pytest
 import yaml
 
 from bridge.app import App
-from bridge.config import Bitrix24Config, Config, TelegramConfig, WebhookConfig
+from bridge.config import (
+    Bitrix24Config,
+    Config,
+    DirectoryConfig,
+    EmployeeConfig,
+    TelegramConfig,
+    WebhookConfig,
+)
 from bridge.outbox.store import OutboxStore, State
 from bridge.sources.ami import AmiConnection
 from tests.conftest import hangup_all, lab_config
@@ -51,18 +58,25 @@ class Fakes:
                 "token": TOKEN,
                 "api_url": self.tg.url,
                 "group_chats": [GROUP],
-                "employees": {"101": IVAN},
                 "per_chat_rate": 50,
                 "group_per_minute": 3000,
             },
             "bitrix24": {
                 "enabled": True,
                 "webhook_url": self.bx.webhook_url,
-                "users": {"101": "11", "102": "12"},
                 "default_user_id": "1",
                 "rate": 50,
             },
             "webhooks": [{"name": "crm", "url": f"{self.crm.url}/zadarma_webhook", "secret": SECRET}],
+        }
+
+    @staticmethod
+    def directory_yaml() -> dict[str, object]:
+        return {
+            "employees": {
+                "101": {"name": "Иван", "telegram_chat_id": IVAN, "bitrix_user_id": "11"},
+                "102": {"name": "Пётр", "bitrix_user_id": "12"},
+            }
         }
 
 
@@ -88,7 +102,8 @@ def config_with_fakes(lab: L.Lab, state: Path, f: Fakes) -> Config:
         webhooks=[WebhookConfig(**hook)],  # type: ignore[arg-type]
     )
     outbox = dataclasses.replace(cfg.outbox, retry_base=0.2, retry_cap=1.0)
-    return dataclasses.replace(cfg, sinks=sinks, outbox=outbox)
+    employees = {ext: EmployeeConfig(**e) for ext, e in f.directory_yaml()["employees"].items()}  # type: ignore[attr-defined]
+    return dataclasses.replace(cfg, sinks=sinks, outbox=outbox, directory=DirectoryConfig(employees))
 
 
 @contextlib.asynccontextmanager
@@ -199,6 +214,7 @@ def write_config(lab: L.Lab, state: Path, f: Fakes) -> Path:
         "logging": {"format": "json"},
         "outbox": {"retry_base": 0.2, "retry_cap": 1.0, "send_timeout": 30},
         "sinks": f.sinks_yaml(),
+        "directory": f.directory_yaml(),
     }
     path = state / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True))

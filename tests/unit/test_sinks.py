@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge.calls.records import CallRecord
+from bridge.directory import Directory, Employee
 from bridge.outbox.dispatcher import Dispatcher, RetryPolicy
 from bridge.outbox.store import OutboxStore, State
 from bridge.sinks.base import Sink
@@ -34,6 +35,14 @@ def store(tmp_path: Path) -> Iterator[OutboxStore]:
     s = OutboxStore(tmp_path / "outbox.sqlite3")
     yield s
     s.close()
+
+
+@pytest.fixture
+def directory(store: OutboxStore) -> Directory:
+    d = Directory(store.db)
+    d.upsert(Employee("101", "Иван", bitrix_user_id="11", telegram_chat_id=IVAN))
+    d.upsert(Employee("102", "Пётр", bitrix_user_id="12", telegram_chat_id=PETR))
+    return d
 
 
 @pytest.fixture
@@ -91,7 +100,6 @@ def tg_settings(url: str, **kw: object) -> TelegramSettings:
         token=TOKEN,
         api_url=url,
         group_chats=(GROUP,),
-        employees={"101": IVAN, "102": PETR},
         per_chat_rate=100,
         group_per_minute=6000,
         global_rate=1000,
@@ -100,13 +108,13 @@ def tg_settings(url: str, **kw: object) -> TelegramSettings:
 
 
 async def test_telegram_one_message_per_call_edited_in_place(
-    store: OutboxStore, http: Http, tmp_path: Path
+    store: OutboxStore, http: Http, directory: Directory, tmp_path: Path
 ) -> None:
     tg = FakeTelegram()
     wav = tmp_path / "rec.wav"
     wav.write_bytes(b"RIFF" + b"\0" * 1000)
     async with serving(tg):
-        sink = TelegramSink(tg_settings(tg.url), http, store)
+        sink = TelegramSink(tg_settings(tg.url), http, store, directory)
         await deliver(store, [sink], with_recording(replay("inbound_ring_group"), wav))
     for chat in (GROUP, IVAN, PETR):  # the group and both employees whose phones rang
         (text,) = tg.texts(chat)
@@ -118,61 +126,71 @@ async def test_telegram_one_message_per_call_edited_in_place(
     assert sorted(c for c, _, _ in tg.audio) == sorted([GROUP, IVAN, PETR])
 
 
-async def test_telegram_missed_call_is_marked_and_html_is_escaped(store: OutboxStore, http: Http) -> None:
+async def test_telegram_missed_call_is_marked_and_html_is_escaped(
+    store: OutboxStore, http: Http, directory: Directory
+) -> None:
     tg = FakeTelegram()
     records = [
         CallRecord(r.fields, {**r.meta, "caller_name": "<ООО «Рога & Копыта»>"})
         for r in replay("inbound_missed")
     ]
     async with serving(tg):
-        await deliver(store, [TelegramSink(tg_settings(tg.url, employees={}), http, store)], records)
+        await deliver(store, [TelegramSink(tg_settings(tg.url), http, store, directory)], records)
     (text,) = tg.texts(GROUP)
     assert text.startswith("❌ <b>Пропущенный звонок</b>")
     assert "(&lt;ООО «Рога &amp; Копыта»&gt;)" in text
     assert "Итог: нет ответа" in text
 
 
-async def test_telegram_429_storm_is_waited_out_without_duplicates(store: OutboxStore, http: Http) -> None:
+async def test_telegram_429_storm_is_waited_out_without_duplicates(
+    store: OutboxStore, http: Http, directory: Directory
+) -> None:
     tg = FakeTelegram()
     tg.fail_next(too_many_requests(1), too_many_requests(1))
     async with serving(tg):
-        sink = TelegramSink(tg_settings(tg.url, employees={}), http, store)
+        sink = TelegramSink(tg_settings(tg.url), http, store, directory)
         t0 = asyncio.get_running_loop().time()
         await deliver(
             store, [sink], replay("outbound_busy"), policy=dataclasses.replace(FAST, base=100, cap=100)
         )
         elapsed = asyncio.get_running_loop().time() - t0
     assert elapsed >= 2.0  # retry_after honoured twice, not the policy's 100 s, not immediately
-    assert len(tg.texts(GROUP)) == 1 and len(tg.sent_texts) == 1
+    assert len(tg.texts(GROUP)) == 1 and len(tg.sent_texts) == 2  # the group and 102, once each
 
 
 async def test_telegram_employee_who_never_started_the_bot_does_not_block_others(
-    store: OutboxStore, http: Http
+    store: OutboxStore, http: Http, directory: Directory
 ) -> None:
     tg = FakeTelegram(blocked={PETR})
     async with serving(tg):
-        await deliver(store, [TelegramSink(tg_settings(tg.url), http, store)], replay("inbound_ring_group"))
+        await deliver(
+            store, [TelegramSink(tg_settings(tg.url), http, store, directory)], replay("inbound_ring_group")
+        )
     assert tg.texts(PETR) == [] and len(tg.texts(IVAN)) == 1 and len(tg.texts(GROUP)) == 1
     assert store.counts()["telegram"] == {"delivered": 6}
 
 
 async def test_telegram_recording_too_large_is_said_in_the_chat(
-    store: OutboxStore, http: Http, tmp_path: Path
+    store: OutboxStore, http: Http, directory: Directory, tmp_path: Path
 ) -> None:
     tg = FakeTelegram()
     wav = tmp_path / "big.wav"
     wav.write_bytes(b"\0" * 3 * 1024 * 1024)
     async with serving(tg):
-        sink = TelegramSink(tg_settings(tg.url, employees={}, max_upload_mb=1), http, store)
+        sink = TelegramSink(tg_settings(tg.url, max_upload_mb=1), http, store, directory)
         await deliver(store, [sink], with_recording(replay("outbound_answered"), wav))
     assert tg.audio == []
     assert any("слишком большая для Telegram (3 МБ)" in text for _, text in tg.sent_texts)
 
 
-async def test_telegram_bad_token_is_a_permanent_failure(store: OutboxStore, http: Http) -> None:
+async def test_telegram_bad_token_is_a_permanent_failure(
+    store: OutboxStore, http: Http, directory: Directory
+) -> None:
     tg = FakeTelegram(token="1:other-token-aaaaaaaaaaaaaaaaaaaa")
     async with serving(tg):
-        await deliver(store, [TelegramSink(tg_settings(tg.url), http, store)], replay("outbound_busy")[:1])
+        await deliver(
+            store, [TelegramSink(tg_settings(tg.url), http, store, directory)], replay("outbound_busy")[:1]
+        )
     (dead,) = store.list(State.DEAD)
     assert "check sinks.telegram.token" in (dead.last_error or "")
     assert TOKEN not in (dead.last_error or "")
@@ -182,17 +200,19 @@ async def test_telegram_bad_token_is_a_permanent_failure(store: OutboxStore, htt
 
 
 def bx_settings(url: str, **kw: object) -> BitrixSettings:
-    base = BitrixSettings(webhook_url=url, users={"101": "11", "102": "12"}, rate=100, burst=100)
+    base = BitrixSettings(webhook_url=url, rate=100, burst=100)
     return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
 
 
-async def test_bitrix_inbound_ring_group_lifecycle(store: OutboxStore, http: Http, tmp_path: Path) -> None:
+async def test_bitrix_inbound_ring_group_lifecycle(
+    store: OutboxStore, http: Http, directory: Directory, tmp_path: Path
+) -> None:
     bx = FakeBitrix()
     wav = tmp_path / "rec.wav"
     wav.write_bytes(b"RIFF" + b"\1" * 300)
     records = with_recording(replay("inbound_ring_group"), wav)
     async with serving(bx):
-        await deliver(store, [Bitrix24Sink(bx_settings(bx.webhook_url), http, store)], records)
+        await deliver(store, [Bitrix24Sink(bx_settings(bx.webhook_url), http, store, directory)], records)
     (call,) = bx.calls.values()
     p = call.params
     assert (p["TYPE"], p["PHONE_NUMBER"], p["LINE_NUMBER"], p["EXTERNAL_CALL_ID"], p["USER_ID"]) == (
@@ -219,22 +239,26 @@ async def test_bitrix_inbound_ring_group_lifecycle(store: OutboxStore, http: Htt
         ("outbound_no_answer", "480"),
     ],
 )
-async def test_bitrix_status_codes(store: OutboxStore, http: Http, name: str, status: str) -> None:
+async def test_bitrix_status_codes(
+    store: OutboxStore, http: Http, directory: Directory, name: str, status: str
+) -> None:
     bx = FakeBitrix()
     async with serving(bx):
-        await deliver(store, [Bitrix24Sink(bx_settings(bx.webhook_url), http, store)], replay(name))
+        await deliver(
+            store, [Bitrix24Sink(bx_settings(bx.webhook_url), http, store, directory)], replay(name)
+        )
     (call,) = bx.calls.values()
     assert call.finish is not None and call.finish["STATUS_CODE"] == status
     assert call.params["TYPE"] == ("2" if name.startswith("inbound") else "1")
 
 
 async def test_bitrix_query_limit_is_retried_without_registering_twice(
-    store: OutboxStore, http: Http
+    store: OutboxStore, http: Http, directory: Directory
 ) -> None:
     bx = FakeBitrix()
     bx.fail_next(query_limit(), query_limit(), Fault(500), Fault(hang=30))
     async with serving(bx):
-        sink = Bitrix24Sink(bx_settings(bx.webhook_url), http, store)
+        sink = Bitrix24Sink(bx_settings(bx.webhook_url), http, store, directory)
         await deliver(
             store, [sink], replay("outbound_answered"), policy=dataclasses.replace(FAST, send_timeout=1)
         )
@@ -244,18 +268,22 @@ async def test_bitrix_query_limit_is_retried_without_registering_twice(
 
 
 async def test_bitrix_webhook_refused_by_the_portal_is_dead_with_advice(
-    store: OutboxStore, http: Http
+    store: OutboxStore, http: Http, directory: Directory
 ) -> None:
     bx = FakeBitrix(app_only=True)
     async with serving(bx):
         await deliver(
-            store, [Bitrix24Sink(bx_settings(bx.webhook_url), http, store)], replay("outbound_busy")
+            store,
+            [Bitrix24Sink(bx_settings(bx.webhook_url), http, store, directory)],
+            replay("outbound_busy"),
         )
     dead = store.list(State.DEAD)
     assert dead and "configure sinks.bitrix24.app" in (dead[0].last_error or "")
 
 
-async def test_bitrix_application_mode_refreshes_tokens(store: OutboxStore, http: Http) -> None:
+async def test_bitrix_application_mode_refreshes_tokens(
+    store: OutboxStore, http: Http, directory: Directory
+) -> None:
     bx = FakeBitrix(app_only=True)
     async with serving(bx):
         app = BitrixApp(
@@ -265,7 +293,7 @@ async def test_bitrix_application_mode_refreshes_tokens(store: OutboxStore, http
             refresh_token="refresh-0",
             oauth_url=f"{bx.url}/oauth/token/",
         )
-        sink = Bitrix24Sink(bx_settings("", app=app), http, store)
+        sink = Bitrix24Sink(bx_settings("", app=app), http, store, directory)
         await deliver(store, [sink], replay("outbound_busy")[:1])
         bx.expire_tokens()
         await deliver(store, [sink], replay("outbound_busy")[1:])
@@ -279,7 +307,7 @@ async def test_bitrix_application_mode_refreshes_tokens(store: OutboxStore, http
 
 
 async def test_webhook_posts_signed_form_fields_that_a_novofon_crm_accepts(
-    store: OutboxStore, http: Http
+    store: OutboxStore, http: Http, directory: Directory
 ) -> None:
     crm = NovofonReceiver(secret="novofon-api-secret")
     crm.fail_next(Fault(502), Fault(hang=30))
@@ -292,7 +320,7 @@ async def test_webhook_posts_signed_form_fields_that_a_novofon_crm_accepts(
 
 
 async def test_webhook_with_the_wrong_secret_is_rejected_and_dead_lettered(
-    store: OutboxStore, http: Http
+    store: OutboxStore, http: Http, directory: Directory
 ) -> None:
     crm = NovofonReceiver(secret="the-real-secret")
     async with serving(crm):
@@ -302,7 +330,7 @@ async def test_webhook_with_the_wrong_secret_is_rejected_and_dead_lettered(
     assert all("HTTP 401" in (d.last_error or "") for d in store.list(State.DEAD))
 
 
-async def test_webhook_event_filter(store: OutboxStore, http: Http) -> None:
+async def test_webhook_event_filter(store: OutboxStore, http: Http, directory: Directory) -> None:
     crm = NovofonReceiver(secret="s")
     async with serving(crm):
         sink = WebhookSink("crm", f"{crm.url}/zadarma_webhook", "s", http, frozenset({"NOTIFY_END"}))
