@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from bridge import systemd
+from bridge.bitrix_events import USER_EVENTS, DirectorySync, parse_event, user_id_of
 from bridge.calls.events import LiveChannel
 from bridge.calls.records import CallRecord, Event
 from bridge.calls.tracker import Tracker, TrackerSettings
@@ -23,7 +24,7 @@ from bridge.http.server import HttpServer
 from bridge.outbox.dispatcher import Dispatcher, RetryPolicy
 from bridge.outbox.store import OutboxStore
 from bridge.sinks.base import Sink
-from bridge.sinks.bitrix24 import Bitrix24Sink, BitrixSettings
+from bridge.sinks.bitrix24 import Bitrix24Sink, BitrixClient, BitrixSettings
 from bridge.sinks.console import ConsoleSink
 from bridge.sinks.http import Http
 from bridge.sinks.jsonl import JsonlSink
@@ -86,7 +87,9 @@ def bitrix_settings(cfg: Config) -> BitrixSettings:
     )
 
 
-def build_sinks(cfg: Config, store: OutboxStore, http: Http, directory: Directory) -> list[Sink]:
+def build_sinks(
+    cfg: Config, store: OutboxStore, http: Http, directory: Directory, bitrix: BitrixClient | None = None
+) -> list[Sink]:
     sinks: list[Sink] = []
     s = cfg.sinks
     if s.jsonl.enabled:
@@ -109,7 +112,7 @@ def build_sinks(cfg: Config, store: OutboxStore, http: Http, directory: Director
         )
         sinks.append(TelegramSink(settings, http, store, directory))
     if s.bitrix24.enabled:
-        sinks.append(Bitrix24Sink(bitrix_settings(cfg), http, store, directory))
+        sinks.append(Bitrix24Sink(bitrix_settings(cfg), http, store, directory, bitrix))
     for i, hook in enumerate(s.webhooks):
         sinks.append(
             WebhookSink(hook.name or f"webhook{i + 1}", hook.url, hook.secret, http, frozenset(hook.events))
@@ -129,7 +132,14 @@ class App:
         self.store = OutboxStore(cfg.outbox_path, cfg.outbox.synchronous.upper())
         self.http = Http(timeout=cfg.outbox.send_timeout)
         self.directory = build_directory(cfg, self.store)
-        sinks = [*build_sinks(cfg, self.store, self.http, self.directory), *extra_sinks]
+        b = cfg.sinks.bitrix24
+        self.bitrix = BitrixClient(bitrix_settings(cfg), self.http, self.store) if b.enabled else None
+        self.directory_sync = (
+            DirectorySync(self.bitrix, self.directory, self.store.db, b.telegram_field, b.sync_interval)
+            if self.bitrix is not None
+            else None
+        )
+        sinks = [*build_sinks(cfg, self.store, self.http, self.directory, self.bitrix), *extra_sinks]
         self.dispatcher = Dispatcher(self.store, sinks, retry_policy(cfg))
         a = cfg.asterisk.ami
         self.ami = AmiSupervisor(
@@ -151,6 +161,7 @@ class App:
                 self.status,
                 cfg.novofon.api_secret,
                 cfg.novofon.sms_token,
+                (b.events_path, self._bitrix_event) if self.directory_sync is not None else None,
             )
             if h.enabled
             else None
@@ -185,6 +196,16 @@ class App:
         if stored:
             self.dispatcher.notify()
         return stored
+
+    def _bitrix_event(self, form: dict[str, str]) -> str:
+        """A Bitrix24 event, checked and committed as a job (Bitrix24 never retries a delivery)."""
+        assert self.directory_sync is not None
+        event, data = parse_event(form, self.cfg.sinks.bitrix24.application_token)
+        if event in USER_EVENTS:
+            self.directory_sync.enqueue("user", {"user_id": user_id_of(data)})
+            return "queued"
+        log.info("bitrix24.event_ignored", bitrix_event=event)
+        return "ignored"
 
     def status(self) -> dict[str, Any]:
         counts = self.store.counts()
@@ -306,6 +327,11 @@ class App:
             asyncio.create_task(self._sweeper(), name="sweeper"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
             asyncio.create_task(self._checkpointer(), name="checkpointer"),
+            *(
+                [asyncio.create_task(self.directory_sync.run(), name="directory")]
+                if self.directory_sync
+                else []
+            ),
             asyncio.create_task(self._status_reporter(), name="status"),
             asyncio.create_task(systemd.watchdog(), name="watchdog"),
         ]

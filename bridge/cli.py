@@ -1,4 +1,4 @@
-"""novofon-bridge command line: run | check | call | callback | status | outbox."""
+"""novofon-bridge command line: run | check | call | callback | status | outbox | employees."""
 
 from __future__ import annotations
 
@@ -13,9 +13,14 @@ from pathlib import Path
 from bridge import config as config_mod
 from bridge import logs
 from bridge.actions import PbxActions
-from bridge.app import run_daemon
+from bridge.app import bitrix_settings, build_directory, run_daemon
+from bridge.bitrix_events import DirectorySync
 from bridge.config import Config, ConfigError
+from bridge.directory import Directory
 from bridge.outbox.store import OutboxStore, State
+from bridge.sinks.base import DeliveryError
+from bridge.sinks.bitrix24 import BitrixClient
+from bridge.sinks.http import Http
 from bridge.sources.ami_protocol import AmiError
 
 EXIT_CONFIG = 2
@@ -30,7 +35,9 @@ def _load(args: argparse.Namespace) -> Config:
     cfg = config_mod.load(_config_path(getattr(args, "config", None)))
     logs.setup(
         cfg.logging.format,
-        "warning" if args.command in ("call", "callback", "status", "outbox") else cfg.logging.level,
+        "warning"
+        if args.command in ("call", "callback", "status", "outbox", "employees")
+        else cfg.logging.level,
     )
     return cfg
 
@@ -132,6 +139,53 @@ def _outbox(cfg: Config, args: argparse.Namespace) -> int:
         store.close()
 
 
+def _employees(cfg: Config, args: argparse.Namespace) -> int:
+    """List the directory, or sync it from Bitrix24 now."""
+    store = OutboxStore(cfg.outbox_path)
+    try:
+        directory = build_directory(cfg, store)
+        if args.action == "sync":
+            if not cfg.sinks.bitrix24.enabled:
+                print("Bitrix24 не настроен (sinks.bitrix24.enabled: false)", file=sys.stderr)
+                return 1
+            return asyncio.run(_sync(cfg, store, directory))
+        rows = directory.all()
+        if not rows:
+            print("справочник пуст: добавьте directory.employees в config.yaml или настройте Bitrix24")
+        for e in rows:
+            state = "" if e.active else " (неактивен)"
+            print(
+                f"{e.extension:>6}  {e.name or '—'}  telegram: {e.telegram_chat_id or '—'}  "
+                f"bitrix24: {e.bitrix_user_id or '—'}  [{e.source}]{state}"
+            )
+        return 0
+    finally:
+        store.close()
+
+
+async def _sync(cfg: Config, store: OutboxStore, directory: Directory) -> int:
+    http = Http()
+    try:
+        sync = DirectorySync(
+            BitrixClient(bitrix_settings(cfg), http, store),
+            directory,
+            store.db,
+            cfg.sinks.bitrix24.telegram_field,
+        )
+        try:
+            result = await sync.sync_all()
+        except DeliveryError as e:
+            print(f"синхронизация не удалась: {e}", file=sys.stderr)
+            return 1
+        print(
+            f"Bitrix24: пользователей {result.seen}, сотрудников с внутренним номером {result.saved}, "
+            f"отключено {result.deactivated}"
+        )
+        return 0
+    finally:
+        await http.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     # -c works before or after the command: "novofon-bridge -c F call N" and "... call -c F N".
     common = argparse.ArgumentParser(add_help=False)
@@ -155,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--from", dest="did", default=None, help="our number (DID) shown to the client")
     cb.add_argument("--timeout", type=float, default=None)
     sub.add_parser("status", help="AMI connection, trunk registration, active calls", parents=[common])
+    em = sub.add_parser("employees", help="the employee directory; sync it from Bitrix24", parents=[common])
+    em.add_argument("action", nargs="?", choices=["list", "sync"], default="list")
     ob = sub.add_parser("outbox", help="pending and dead deliveries; retry; purge", parents=[common])
     ob.add_argument("action", nargs="?", choices=["list", "retry", "purge"], default="list")
     ob.add_argument("--sink", default=None, help="retry only this sink's dead deliveries")
@@ -178,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_check(cfg, not args.no_connect))
         if args.command == "outbox":
             return _outbox(cfg, args)
+        if args.command == "employees":
+            return _employees(cfg, args)
         if args.command == "status":
             return asyncio.run(_with_pbx(cfg, _status))
         return asyncio.run(_with_pbx(cfg, _call(args)))

@@ -113,6 +113,11 @@ class Bitrix24Config:
     attach_recordings: bool = True
     rate: float = 2.0
     burst: float = 50.0
+    # Bitrix24 -> us: outgoing webhook / application events (employee sync, click-to-call).
+    application_token: str = field(default="", repr=False)
+    events_path: str = "/api/bitrix/webhook"
+    sync_interval: float = 3600.0
+    telegram_field: str = ""
 
 
 @dataclass(frozen=True)
@@ -394,6 +399,14 @@ def _validate_sinks(cfg: Config) -> None:
                 f,
                 "sinks.bitrix24.webhook_url",
                 "expected the incoming webhook URL (https://PORTAL/rest/USER_ID/CODE/) or an app: section",
+            )
+        if not bx.events_path.startswith("/") or bx.events_path in ("/call", "/sms", "/status", "/healthz"):
+            raise ConfigError(
+                f, "sinks.bitrix24.events_path", "expected a path of its own, e.g. /api/bitrix/webhook"
+            )
+        if bx.sync_interval < 0:
+            raise ConfigError(
+                f, "sinks.bitrix24.sync_interval", "expected seconds >= 0 (0: no periodic sync)"
             )
         if bx.rate <= 0 or bx.burst < 1:
             raise ConfigError(f, "sinks.bitrix24.rate", "expected rate > 0 and burst >= 1")

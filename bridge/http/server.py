@@ -83,6 +83,7 @@ class HttpServer:
         status: Callable[[], dict[str, Any]],
         api_secret: str,
         sms_token: str,
+        bitrix: tuple[str, Callable[[dict[str, str]], str]] | None = None,
     ) -> None:
         self.bind, self.port = bind, port
         self._commit = commit
@@ -95,6 +96,9 @@ class HttpServer:
         self.app.router.add_route("GET", "/sms", self.sms)
         self.app.router.add_route("POST", "/sms", self.sms)
         self.app.router.add_get("/healthz", self.healthz)
+        if bitrix is not None:
+            path, self._bitrix = bitrix
+            self.app.router.add_post(path, self.bitrix_event)
         self.app.router.add_get("/status", self.status)
         self._runner: web.AppRunner | None = None
         self.started_at = time.time()
@@ -143,6 +147,13 @@ class HttpServer:
         stored = self._commit(key, [record])
         log.info("http.novofon_sms", pbx_call_id=record.pbx_call_id, repeat=not stored)
         return web.Response(text="ok")
+
+    async def bitrix_event(self, request: web.Request) -> web.Response:
+        """Bitrix24 outgoing webhook / application event: checked, committed as a job, answered."""
+        if request.content_type != "application/x-www-form-urlencoded":
+            raise BadRequest(415, "unsupported-media-type", "Bitrix24 events are form-encoded")
+        outcome = self._bitrix(await _params(request))
+        return web.json_response({"result": outcome})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})

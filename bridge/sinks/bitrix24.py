@@ -81,14 +81,19 @@ class Bitrix24Sink:
     name = "bitrix24"
 
     def __init__(
-        self, settings: BitrixSettings, http: Http, store: OutboxStore, directory: Directory
+        self,
+        settings: BitrixSettings,
+        http: Http,
+        store: OutboxStore,
+        directory: Directory,
+        client: BitrixClient | None = None,
     ) -> None:
         if not settings.webhook_url and not settings.app.portal_url:
             raise ValueError("Bitrix24 needs webhook_url or app.portal_url")
         self.s = settings
         self._store = store
         self._directory = directory
-        self.client = BitrixClient(settings, http, store)
+        self.client = client or BitrixClient(settings, http, store)
         self._call = self.client.call
         self._tz = ZoneInfo(settings.timezone)
 
@@ -234,6 +239,21 @@ class BitrixClient:
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
         """Call a REST method; return its ``result``."""
+        return (await self._request(method, params))["result"]
+
+    async def call_all(self, method: str, params: dict[str, Any], limit: int = 10_000) -> list[Any]:
+        """A list method, every page (Bitrix24 pages by 50 with ``start`` / ``next``)."""
+        out: list[Any] = []
+        start: int | None = 0
+        while start is not None and len(out) < limit:
+            body = await self._request(method, {**params, "start": start})
+            page = body["result"]
+            out.extend(page if isinstance(page, list) else [])
+            nxt = body.get("next")
+            start = int(nxt) if nxt is not None else None
+        return out
+
+    async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         for _ in range(2):  # the second pass only after refreshing an expired OAuth token
             await self._bucket.acquire()
             url, auth = await self._endpoint(method)
@@ -247,7 +267,7 @@ class BitrixClient:
             except (aiohttp.ClientError, TimeoutError) as e:
                 raise transport_error(e) from None
             if isinstance(body, dict) and "result" in body and status < 400:
-                return body["result"]
+                return body
             err = BitrixError(status, str(body.get("error", "")), str(body.get("error_description", "")))
             if err.error == "expired_token" and self.s.app.portal_url:
                 await self._refresh()

@@ -43,6 +43,7 @@ class FakeBitrix(FakeServer):
         self.access_tokens: dict[str, float] = {}
         self.token_lifetime = 3600.0
         self.refreshes = 0
+        self.users: list[dict[str, Any]] = []  # what user.get knows
         self.app.router.add_post(f"/rest/{WEBHOOK_USER}/{WEBHOOK_CODE}/{{method}}.json", self.webhook)
         self.app.router.add_post("/rest/{method}.json", self.oauth_call)
         self.app.router.add_get("/oauth/token/", self.oauth_token)
@@ -100,6 +101,18 @@ class FakeBitrix(FakeServer):
     async def _dispatch(self, method: str, p: dict[str, Any]) -> web.Response:
         self.log.append((method, p))
         m = method.lower()
+        if m == "user.get":
+            users = self.users
+            if "ID" in p:
+                users = [u for u in users if str(u["ID"]) == str(p["ID"])]
+            if (p.get("FILTER") or {}).get("ACTIVE"):
+                users = [u for u in users if u.get("ACTIVE") is True]
+            start = int(p.get("start", 0))
+            page = users[start : start + 50]
+            body: dict[str, Any] = {"result": page, "total": len(users)}
+            if start + 50 < len(users):
+                body["next"] = start + 50
+            return web.json_response(body)
         if m == "telephony.externalcall.register":
             for key in ("PHONE_NUMBER", "TYPE"):
                 if not p.get(key):
