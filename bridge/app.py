@@ -18,9 +18,11 @@ from bridge.bitrix_events import USER_EVENTS, DirectorySync, parse_event, user_i
 from bridge.calls.events import LiveChannel
 from bridge.calls.records import CallRecord, Event
 from bridge.calls.tracker import Tracker, TrackerSettings
+from bridge.click_to_call import ClickToCall
 from bridge.config import Config
 from bridge.directory import Directory, Employee
 from bridge.http.server import HttpServer
+from bridge.jobs import Jobs
 from bridge.outbox.dispatcher import Dispatcher, RetryPolicy
 from bridge.outbox.store import OutboxStore
 from bridge.sinks.base import Sink
@@ -134,8 +136,9 @@ class App:
         self.directory = build_directory(cfg, self.store)
         b = cfg.sinks.bitrix24
         self.bitrix = BitrixClient(bitrix_settings(cfg), self.http, self.store) if b.enabled else None
+        self.jobs = Jobs(self.store.db)
         self.directory_sync = (
-            DirectorySync(self.bitrix, self.directory, self.store.db, b.telegram_field, b.sync_interval)
+            DirectorySync(self.bitrix, self.directory, self.jobs, b.telegram_field, b.sync_interval)
             if self.bitrix is not None
             else None
         )
@@ -151,6 +154,11 @@ class App:
             on_state=self._report_status,
         )
         self.trunk_registrations: dict[str, str] = {}
+        self.click_to_call = (
+            ClickToCall(cfg, self.directory, self.store, self.ami, self.jobs, self._publish)
+            if self.bitrix is not None
+            else None
+        )
         h = cfg.http
         self.http_server = (
             HttpServer(
@@ -182,6 +190,8 @@ class App:
             records = self.tracker.feed(ev)
             if records:
                 self._publish(records)
+            if self.click_to_call is not None:
+                self.click_to_call.on_ami(msg)
         elif msg.get("Event") == "Registry":
             self.trunk_registrations[msg.get("Username", msg.get("Domain", "?"))] = msg.get("Status", "")
 
@@ -189,6 +199,8 @@ class App:
         """Commit the records (one delivery per sink) before anything is sent, then wake the sinks."""
         self.store.add([self._enrich(r) for r in records], self.dispatcher.sink_names)
         self.dispatcher.notify()
+        if self.click_to_call is not None:
+            self.click_to_call.on_records(records)
 
     def _commit_inbound(self, key: str, records: list[CallRecord]) -> bool:
         """Records that came over HTTP: committed once (repeats by ``key`` are dropped), then sent."""
@@ -202,8 +214,10 @@ class App:
         assert self.directory_sync is not None
         event, data = parse_event(form, self.cfg.sinks.bitrix24.application_token)
         if event in USER_EVENTS:
-            self.directory_sync.enqueue("user", {"user_id": user_id_of(data)})
+            self.jobs.add("bitrix-user", {"user_id": user_id_of(data)})
             return "queued"
+        if event == "ONEXTERNALCALLSTART" and self.click_to_call is not None:
+            return self.click_to_call.accept(data)
         log.info("bitrix24.event_ignored", bitrix_event=event)
         return "ignored"
 
@@ -327,9 +341,10 @@ class App:
             asyncio.create_task(self._sweeper(), name="sweeper"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
             asyncio.create_task(self._checkpointer(), name="checkpointer"),
+            asyncio.create_task(self.jobs.run(), name="jobs"),
             *(
                 [asyncio.create_task(self.directory_sync.run(), name="directory")]
-                if self.directory_sync
+                if self.directory_sync and self.cfg.sinks.bitrix24.sync_interval > 0
                 else []
             ),
             asyncio.create_task(self._status_reporter(), name="status"),

@@ -1,17 +1,14 @@
 """Bitrix24 into the daemon: employee sync (events and periodic user.get).
 
 Bitrix24 posts its events form-encoded (``event``, ``data[...]``, ``auth[application_token]``) and
-never retries a failed delivery, so an event is only checked and committed as a job in SQLite
-before we answer; the job (a user.get, say) runs in the background and is retried there.
+never retries a failed delivery, so an event is only checked and committed as a job (bridge/jobs.py)
+before we answer; the job (a user.get, a click-to-call) runs in the background, retried there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
-import sqlite3
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,24 +17,13 @@ import structlog
 
 from bridge.directory import Directory, Employee
 from bridge.http.novofon import BadRequest
+from bridge.jobs import Jobs
 from bridge.sinks.base import DeliveryError
 from bridge.sinks.bitrix24 import BitrixClient
 
 log = structlog.get_logger("bridge.bitrix24")
 
-JOBS = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id         INTEGER PRIMARY KEY,
-    kind       TEXT NOT NULL,
-    payload    TEXT NOT NULL,
-    attempts   INTEGER NOT NULL DEFAULT 0,
-    next_try_at REAL NOT NULL,
-    created_at REAL NOT NULL,
-    last_error TEXT
-);
-"""
 USER_EVENTS = ("ONUSERADD", "ONUSERUPDATE")
-MAX_JOB_AGE = 6 * 3600.0
 
 
 def parse_event(form: Mapping[str, str], application_token: str) -> tuple[str, dict[str, str]]:
@@ -78,17 +64,16 @@ class DirectorySync:
         self,
         client: BitrixClient,
         directory: Directory,
-        db: sqlite3.Connection,
+        jobs: Jobs | None = None,
         telegram_field: str = "",
         interval: float = 3600.0,
     ) -> None:
         self.client = client
         self.directory = directory
-        self.db = db
         self.telegram_field = telegram_field
         self.interval = interval
-        self.wake = asyncio.Event()
-        db.executescript(JOBS)
+        if jobs is not None:
+            jobs.handle("bitrix-user", lambda p: self.sync_user(str(p["user_id"])))
 
     def employee(self, user: Mapping[str, Any]) -> Employee | None:
         ext = str(user.get("UF_PHONE_INNER") or "").strip()
@@ -99,15 +84,13 @@ class DirectorySync:
         active = user.get("ACTIVE") in (True, "Y", "1", 1, "true")
         return Employee(ext, name, str(user.get("ID", "")), tg, active, "bitrix24")
 
-    async def sync_user(self, user_id: str) -> bool:
+    async def sync_user(self, user_id: str) -> None:
         users = await self.client.call("user.get", {"ID": user_id})
         for user in users if isinstance(users, list) else []:
             e = self.employee(user)
             if e is not None:
                 self.directory.upsert(e)
                 log.info("directory.user_synced", extension=e.extension, bitrix_user_id=e.bitrix_user_id)
-                return True
-        return False
 
     async def sync_all(self) -> SyncResult:
         users = await self.client.call_all("user.get", {"FILTER": {"ACTIVE": True}})
@@ -122,53 +105,11 @@ class DirectorySync:
         log.info("directory.synced", users=len(users), employees=saved, deactivated=gone)
         return SyncResult(len(users), saved, gone)
 
-    # -- jobs committed by the HTTP route ------------------------------------------------------
-    def enqueue(self, kind: str, payload: dict[str, str]) -> None:
-        now = time.time()
-        self.db.execute(
-            "INSERT INTO jobs(kind, payload, next_try_at, created_at) VALUES (?,?,?,?)",
-            (kind, json.dumps(payload), now, now),
-        )
-        self.wake.set()
-
     async def run(self) -> None:
-        """Work off queued jobs; sync every user every ``interval`` seconds."""
-        next_full = time.monotonic()
+        """Sync every user every ``interval`` seconds (events keep it current in between)."""
         while True:
-            if time.monotonic() >= next_full:
-                try:
-                    await self.sync_all()
-                except DeliveryError as e:
-                    log.warning("directory.sync_failed", error=str(e))
-                next_full = time.monotonic() + self.interval
-            await self._jobs()
-            self.wake.clear()
-            with_timeout = min(60.0, max(0.1, next_full - time.monotonic()))
             try:
-                async with asyncio.timeout(with_timeout):
-                    await self.wake.wait()
-            except TimeoutError:
-                pass
-
-    async def _jobs(self) -> None:
-        now = time.time()
-        rows = self.db.execute(
-            "SELECT id, kind, payload, attempts, created_at FROM jobs WHERE next_try_at<=?"
-            " ORDER BY id LIMIT 20",
-            (now,),
-        ).fetchall()
-        for job_id, kind, payload, attempts, created in rows:
-            try:
-                if kind == "user":
-                    await self.sync_user(json.loads(payload)["user_id"])
-                self.db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+                await self.sync_all()
             except DeliveryError as e:
-                if now - created > MAX_JOB_AGE:
-                    log.error("directory.job_dropped", job=job_id, error=str(e))
-                    self.db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
-                else:
-                    delay = min(600.0, 5.0 * 2**attempts)
-                    self.db.execute(
-                        "UPDATE jobs SET attempts=attempts+1, next_try_at=?, last_error=? WHERE id=?",
-                        (now + delay, str(e)[:500], job_id),
-                    )
+                log.warning("directory.sync_failed", error=str(e))
+            await asyncio.sleep(self.interval)

@@ -169,7 +169,7 @@ async def _sync(cfg: Config, store: OutboxStore, directory: Directory) -> int:
         sync = DirectorySync(
             BitrixClient(bitrix_settings(cfg), http, store),
             directory,
-            store.db,
+            None,
             cfg.sinks.bitrix24.telegram_field,
         )
         try:

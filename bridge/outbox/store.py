@@ -149,6 +149,19 @@ class OutboxStore:
             self._insert(records, sinks, now)
         return True
 
+    def seen_recently(self, key: str, window: float, now: float | None = None) -> bool:
+        """True if ``key`` was seen less than ``window`` seconds ago; remembers it now otherwise."""
+        now = time.time() if now is None else now
+        row = self.db.execute("SELECT created_at FROM inbound_seen WHERE key=?", (key,)).fetchone()
+        if row is not None and now - float(row[0]) < window:
+            return True
+        self.db.execute(
+            "INSERT INTO inbound_seen(key, created_at) VALUES (?,?)"
+            " ON CONFLICT(key) DO UPDATE SET created_at=excluded.created_at",
+            (key, now),
+        )
+        return False
+
     def mark_delivered(self, delivery_id: int, now: float | None = None) -> None:
         self.db.execute(
             "UPDATE deliveries SET state='delivered', attempts=attempts+1, done_at=?, last_error=NULL"

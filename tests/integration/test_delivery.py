@@ -15,6 +15,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 
@@ -31,7 +32,7 @@ from bridge.outbox.store import OutboxStore, State
 from bridge.sources.ami import AmiConnection
 from tests.conftest import hangup_all, lab_config
 from tests.fakes.base import Fault
-from tests.fakes.bitrix import FakeBitrix, query_limit
+from tests.fakes.bitrix import ExternalCall, FakeBitrix, query_limit
 from tests.fakes.novofon_receiver import NovofonReceiver
 from tests.fakes.telegram import TOKEN, FakeTelegram, too_many_requests
 from tests.helpers import until
@@ -76,6 +77,7 @@ class Fakes:
             "employees": {
                 "101": {"name": "Иван", "telegram_chat_id": IVAN, "bitrix_user_id": "11"},
                 "102": {"name": "Пётр", "bitrix_user_id": "12"},
+                "104": {"name": "Занятой", "bitrix_user_id": "14"},
             }
         }
 
@@ -309,3 +311,63 @@ async def test_kill9_between_commit_and_send_and_between_send_and_ack(
     group = fakes.tg.texts(GROUP)
     assert len(group) == 2 and group[-1].startswith("✅")
     assert len(fakes.tg.texts(IVAN)) == 1
+
+
+# -- Bitrix24 click-to-call -------------------------------------------------------------------------
+
+APP_TOKEN = "lab-bitrix-application-token"
+
+
+def with_bitrix_events(cfg: Config) -> Config:
+    bx = dataclasses.replace(cfg.sinks.bitrix24, application_token=APP_TOKEN, sync_interval=0)
+    return dataclasses.replace(cfg, sinks=dataclasses.replace(cfg.sinks, bitrix24=bx))
+
+
+async def click(app: App, call_id: str, user_id: str, phone: str) -> str:
+    assert app.http_server is not None
+    url = f"http://127.0.0.1:{app.http_server.port}{app.cfg.sinks.bitrix24.events_path}"
+    form = {
+        "event": "ONEXTERNALCALLSTART",
+        "data[PHONE_NUMBER]": phone,
+        "data[USER_ID]": user_id,
+        "data[CALL_ID]": call_id,
+        "data[CRM_ENTITY_TYPE]": "CONTACT",
+        "data[CRM_ENTITY_ID]": "42",
+        "ts": "1700000000",
+        "auth[domain]": "example.bitrix24.ru",
+        "auth[application_token]": APP_TOKEN,
+    }
+    async with aiohttp.ClientSession() as s, s.post(url, data=form) as resp:
+        assert resp.status == 200, await resp.text()
+        return str((await resp.json())["result"])
+
+
+async def test_bitrix_click_to_call_reports_on_bitrix_call_id(
+    lab: L.Lab, tmp_path: Path, fakes: Fakes
+) -> None:
+    fakes.bx.calls["externalCall.777"] = ExternalCall("externalCall.777", {"TYPE": "1"})  # made by the click
+    app = App(with_bitrix_events(config_with_fakes(lab, tmp_path, fakes)))
+    async with running(app):
+        assert await click(app, "externalCall.777", "12", "+7 (900) 111-00-01") == "queued"
+        assert await click(app, "externalCall.777", "12", "+7 (900) 111-00-01") == "repeat"
+        await until(lambda: settled(app, 4), timeout=40)  # OUT_START, ANSWER, OUT_END, RECORD
+        events = [r[0] for r in app.store.db.execute("SELECT event FROM records ORDER BY id")]
+        assert events == ["NOTIFY_OUT_START", "NOTIFY_ANSWER", "NOTIFY_OUT_END", "NOTIFY_RECORD"]
+    assert [m for m, _ in fakes.bx.log if m.endswith("register")] == []  # reported on Bitrix24's own CALL_ID
+    call = fakes.bx.calls["externalCall.777"]
+    assert call.finish is not None and (call.finish["STATUS_CODE"], call.finish["USER_ID"]) == ("200", "12")
+    assert len(call.records) == 1
+    await hangup_all(lab)
+
+
+async def test_bitrix_click_to_call_employee_busy_finishes_the_card(
+    lab: L.Lab, tmp_path: Path, fakes: Fakes
+) -> None:
+    fakes.bx.calls["externalCall.888"] = ExternalCall("externalCall.888", {"TYPE": "1"})
+    app = App(with_bitrix_events(config_with_fakes(lab, tmp_path, fakes)))
+    async with running(app):
+        assert await click(app, "externalCall.888", "14", "79001110001") == "queued"  # 104 is busy
+        await until(lambda: settled(app, 1), timeout=40)
+    call = fakes.bx.calls["externalCall.888"]
+    assert call.finish is not None and call.finish["STATUS_CODE"] == "486"
+    await hangup_all(lab)
