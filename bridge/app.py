@@ -35,6 +35,7 @@ from bridge.sinks.webhook import WebhookSink
 from bridge.sources.ami import AmiConnection, AmiSettings, AmiSupervisor, Backoff
 from bridge.sources.ami_events import WANTED, to_channel_event, to_live_channel
 from bridge.sources.ami_protocol import AmiError, AmiMessage
+from bridge.telegram_bot import TelegramBot
 
 log = structlog.get_logger("bridge.app")
 
@@ -74,6 +75,23 @@ def build_directory(cfg: Config, store: OutboxStore) -> Directory:
     return directory
 
 
+def telegram_settings(cfg: Config) -> TelegramSettings:
+    t = cfg.sinks.telegram
+    return TelegramSettings(
+        token=t.token,
+        api_url=t.api_url.rstrip("/"),
+        group_chats=tuple(t.group_chats),
+        send_recordings=t.send_recordings,
+        max_upload_mb=t.max_upload_mb,
+        per_chat_rate=t.per_chat_rate,
+        group_per_minute=t.group_per_minute,
+        global_rate=t.global_rate,
+        templates=t.templates,
+        sms_chats=tuple(t.sms_chats),
+        callback_button=t.callback_button and t.bot_updates != "off",
+    )
+
+
 def bitrix_settings(cfg: Config) -> BitrixSettings:
     b = cfg.sinks.bitrix24
     return BitrixSettings(
@@ -99,19 +117,7 @@ def build_sinks(
     if s.console.enabled:
         sinks.append(ConsoleSink())
     if s.telegram.enabled:
-        t = s.telegram
-        settings = TelegramSettings(
-            token=t.token,
-            api_url=t.api_url.rstrip("/"),
-            group_chats=tuple(t.group_chats),
-            send_recordings=t.send_recordings,
-            max_upload_mb=t.max_upload_mb,
-            per_chat_rate=t.per_chat_rate,
-            group_per_minute=t.group_per_minute,
-            global_rate=t.global_rate,
-            templates=t.templates,
-            sms_chats=tuple(t.sms_chats),
-        )
+        settings = telegram_settings(cfg)
         sinks.append(TelegramSink(settings, http, store, directory))
     if s.bitrix24.enabled:
         sinks.append(Bitrix24Sink(bitrix_settings(cfg), http, store, directory, bitrix))
@@ -154,9 +160,15 @@ class App:
             on_state=self._report_status,
         )
         self.trunk_registrations: dict[str, str] = {}
-        self.click_to_call = (
-            ClickToCall(cfg, self.directory, self.store, self.ami, self.jobs, self._publish)
-            if self.bitrix is not None
+        self.click_to_call: ClickToCall | None = ClickToCall(
+            cfg, self.directory, self.store, self.ami, self.jobs, self._publish
+        )
+        t = cfg.sinks.telegram
+        self.telegram_bot = (
+            TelegramBot(
+                telegram_settings(cfg), self.http, self.store, self.directory, self.jobs, self.click_to_call
+            )
+            if t.enabled and t.bot_updates == "polling"
             else None
         )
         h = cfg.http
@@ -342,6 +354,11 @@ class App:
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
             asyncio.create_task(self._checkpointer(), name="checkpointer"),
             asyncio.create_task(self.jobs.run(), name="jobs"),
+            *(
+                [asyncio.create_task(self.telegram_bot.run(), name="telegram-bot")]
+                if self.telegram_bot
+                else []
+            ),
             *(
                 [asyncio.create_task(self.directory_sync.run(), name="directory")]
                 if self.directory_sync and self.cfg.sinks.bitrix24.sync_interval > 0

@@ -144,6 +144,20 @@ def _employees(cfg: Config, args: argparse.Namespace) -> int:
     store = OutboxStore(cfg.outbox_path)
     try:
         directory = build_directory(cfg, store)
+        if args.action == "link":
+            employee = directory.get(args.extension or "")
+            if employee is None:
+                print(
+                    f"внутреннего номера {args.extension!r} нет в справочнике (novofon-bridge employees)",
+                    file=sys.stderr,
+                )
+                return 1
+            code = directory.new_link_code(employee.extension)
+            print(
+                f"Код для {employee.extension} ({employee.name or 'без имени'}), действует сутки, один раз:"
+            )
+            print(f"  отправьте боту в Telegram: /start {code}")
+            return 0
         if args.action == "sync":
             if not cfg.sinks.bitrix24.enabled:
                 print("Bitrix24 не настроен (sinks.bitrix24.enabled: false)", file=sys.stderr)
@@ -210,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--timeout", type=float, default=None)
     sub.add_parser("status", help="AMI connection, trunk registration, active calls", parents=[common])
     em = sub.add_parser("employees", help="the employee directory; sync it from Bitrix24", parents=[common])
-    em.add_argument("action", nargs="?", choices=["list", "sync"], default="list")
+    em.add_argument("action", nargs="?", choices=["list", "sync", "link"], default="list")
+    em.add_argument("extension", nargs="?", help="link: the extension to make a Telegram code for")
     ob = sub.add_parser("outbox", help="pending and dead deliveries; retry; purge", parents=[common])
     ob.add_argument("action", nargs="?", choices=["list", "retry", "purge"], default="list")
     ob.add_argument("--sink", default=None, help="retry only this sink's dead deliveries")

@@ -74,19 +74,34 @@ class ClickToCall:
         return "queued"
 
     async def originate(self, job: dict[str, Any]) -> None:
+        """The click-to-call job: who clicked -> extension; seed the Bitrix24 state; ring."""
         employee = self.directory.by_bitrix_user(str(job["user_id"]))
         if employee is None or not employee.active:
             raise PermanentFailure(f"no extension for Bitrix24 user {job['user_id']} in the directory")
+        chan = self.new_channel_id("b24")
+        state = {"call_id": job["call_id"], "shown": [], "finished": False, "attached": False}
+        self.store.set_state("bitrix24", f"call:out_{chan}", json.dumps(state))
+        await self.ring(employee.extension, job["phone"], chan)
+        log.info(
+            "click_to_call.originated",
+            extension=employee.extension,
+            pbx_call_id=f"out_{chan}",
+            bitrix_call_id=job["call_id"],
+        )
+
+    @staticmethod
+    def new_channel_id(prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+    async def ring(self, extension: str, phone: str, chan: str) -> None:
+        """Ring ``extension``; once answered, dial ``phone`` through the trunk. The call's
+        pbx_call_id is ``out_<chan>``; an employee who never answers still gets an OUT_END."""
         conn = self.ami.connection
         if conn is None:
             raise RetryLater("AMI is not connected")
-        chan = f"b24-{uuid.uuid4().hex[:16]}"
-        pbx_call_id = f"out_{chan}"
-        state = {"call_id": job["call_id"], "shown": [], "finished": False, "attached": False}
-        self.store.set_state("bitrix24", f"call:{pbx_call_id}", json.dumps(state))
         self._pending[chan] = {
-            "internal": employee.extension,
-            "phone": job["phone"],
+            "internal": extension,
+            "phone": phone,
             "call_start": datetime.fromtimestamp(time.time(), self._tz).strftime("%Y-%m-%d %H:%M:%S"),
         }
         cli = self.cfg.cli
@@ -94,11 +109,11 @@ class ClickToCall:
             result = await conn.action(
                 "Originate",
                 {
-                    "Channel": f"PJSIP/{employee.extension}",
+                    "Channel": f"PJSIP/{extension}",
                     "Context": self.cfg.asterisk.outgoing_context,
-                    "Exten": job["phone"],
+                    "Exten": phone,
                     "Priority": "1",
-                    "CallerID": f"{cli.callback_callerid or 'Bitrix24'} <{job['phone']}>",
+                    "CallerID": f"{cli.callback_callerid or 'Callback'} <{phone}>",
                     "Timeout": "30000",
                     "Async": "true",
                     "ChannelId": chan,
@@ -111,12 +126,6 @@ class ClickToCall:
         if not result.ok:
             self._pending.pop(chan, None)
             raise PermanentFailure(f"Asterisk refused the call: {result.message}")
-        log.info(
-            "click_to_call.originated",
-            extension=employee.extension,
-            pbx_call_id=pbx_call_id,
-            bitrix_call_id=job["call_id"],
-        )
 
     def on_records(self, records: list[CallRecord]) -> None:
         for r in records:

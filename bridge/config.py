@@ -94,6 +94,8 @@ class TelegramConfig:
     api_url: str = "https://api.telegram.org"
     group_chats: list[str] = field(default_factory=list)
     sms_chats: list[str] = field(default_factory=list)
+    bot_updates: Literal["polling", "off"] = "polling"
+    callback_button: bool = True
     send_recordings: bool = True
     max_upload_mb: float = 50.0
     per_chat_rate: float = 1.0

@@ -81,6 +81,7 @@ class TelegramSettings:
     global_rate: float = 30.0
     templates: TelegramTemplates = TelegramTemplates()
     sms_chats: tuple[str, ...] = ()  # where SMS go (default: group_chats)
+    callback_button: bool = True  # «Перезвонить» under missed calls (the bot handles the press)
 
 
 class TelegramError(Exception):
@@ -227,24 +228,49 @@ class TelegramSink:
             state["applied"].append(delivery.record_id)
             self._save(r.pbx_call_id, state)
         text = render(state["view"], self.s.templates)
+        markup = self._markup(state["view"], r.pbx_call_id)
         for chat in self._chats(state["view"]):
             if chat in state["gone"]:
                 continue
             try:
-                await self._show(chat, text, state, r.pbx_call_id)
+                await self._show(chat, text, state, r.pbx_call_id, markup)
                 if r.event is Event.RECORD and self.s.send_recordings and chat not in state["audio"]:
                     await self._send_recording(chat, r, state, delivery.attempts)
             except TelegramError as e:
                 self._classify(e, chat, state, r.pbx_call_id)
 
-    async def _show(self, chat: str, text: str, state: dict[str, Any], pbx_call_id: str) -> None:
+    def _markup(self, view: dict[str, Any], pbx_call_id: str) -> dict[str, Any] | None:
+        """The «Перезвонить» button under a missed inbound call from a real number."""
+        data = f"cb:{pbx_call_id}"
+        missed = view.get("ended") and view.get("disposition") != "answered" and view.get("direction") == "in"
+        if (
+            not (self.s.callback_button and missed and str(view.get("caller", "")).isdigit())
+            or len(data) > 64
+        ):
+            return None
+        return {"inline_keyboard": [[{"text": "📞 Перезвонить", "callback_data": data}]]}
+
+    async def _show(
+        self,
+        chat: str,
+        text: str,
+        state: dict[str, Any],
+        pbx_call_id: str,
+        markup: dict[str, Any] | None = None,
+    ) -> None:
         message_id = state["messages"].get(chat)
         if message_id is not None:
             try:
                 await self._call(
                     "editMessageText",
                     chat,
-                    {"chat_id": chat, "message_id": message_id, "text": text, "parse_mode": "HTML"},
+                    {
+                        "chat_id": chat,
+                        "message_id": message_id,
+                        "text": text,
+                        "parse_mode": "HTML",
+                        "reply_markup": markup,
+                    },
                 )
                 return
             except TelegramError as e:
@@ -255,7 +281,13 @@ class TelegramSink:
         result = await self._call(
             "sendMessage",
             chat,
-            {"chat_id": chat, "text": text, "parse_mode": "HTML", "disable_web_page_preview": True},
+            {
+                "chat_id": chat,
+                "text": text,
+                "parse_mode": "HTML",
+                "disable_web_page_preview": True,
+                "reply_markup": markup,
+            },
         )
         state["messages"][chat] = result["message_id"]
         self._save(pbx_call_id, state)  # at once: a retry must edit this message, not send another

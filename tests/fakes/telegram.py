@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import re
 from html.parser import HTMLParser
@@ -83,6 +85,11 @@ class FakeTelegram(FakeServer):
         self.edits: dict[str, int] = {}
         self.audio: list[tuple[str, str, int]] = []  # (chat, filename, size)
         self.sent_texts: list[tuple[str, str]] = []
+        self.methods: list[str] = []
+        self.markups: dict[tuple[str, int], Any] = {}  # (chat, message_id) -> reply_markup
+        self.answers: list[dict[str, Any]] = []  # answerCallbackQuery payloads
+        self.updates: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._update_ids = itertools.count(1)
         self._ids = itertools.count(100)
         self.app.router.add_post("/bot{token}/{method}", self.handle)
 
@@ -94,11 +101,25 @@ class FakeTelegram(FakeServer):
         if request.match_info["token"] != self.token:
             return self._error(401, "Unauthorized")
         method = request.match_info["method"]
+        self.methods.append(method)
         if request.content_type == "application/json":
             data: dict[str, Any] = await request.json()
         else:
             form = await request.post()
             data = {k: v for k, v in form.items()}
+        if method == "getUpdates":
+            return await self._get_updates(data)
+        if method == "answerCallbackQuery":
+            if not data.get("callback_query_id"):
+                return self._error(400, "Bad Request: query is too old and response timeout expired")
+            self.answers.append(data)
+            return web.json_response({"ok": True, "result": True})
+        markup = data.get("reply_markup")
+        if markup is not None:
+            for row in markup.get("inline_keyboard", []):
+                for button in row:
+                    if len(button.get("callback_data", "").encode()) > 64:
+                        return self._error(400, "Bad Request: BUTTON_DATA_INVALID")
         chat = str(data.get("chat_id", ""))
         if not chat:
             return self._error(400, "Bad Request: chat_id is empty")
@@ -115,6 +136,7 @@ class FakeTelegram(FakeServer):
                 mid = next(self._ids)
                 msgs[mid] = text
                 self.sent_texts.append((chat, text))
+                self.markups[(chat, mid)] = markup
             else:
                 mid = int(data.get("message_id", 0))
                 if mid not in msgs:
@@ -126,6 +148,7 @@ class FakeTelegram(FakeServer):
                         "content and reply markup are exactly the same",
                     )
                 msgs[mid] = text
+                self.markups[(chat, mid)] = markup
                 self.edits[chat] = self.edits.get(chat, 0) + 1
             return web.json_response(
                 {"ok": True, "result": {"message_id": mid, "chat": {"id": chat}, "text": text}}
@@ -140,6 +163,53 @@ class FakeTelegram(FakeServer):
             self.audio.append((chat, field.filename, size))
             return web.json_response({"ok": True, "result": {"message_id": next(self._ids)}})
         return self._error(404, "Not Found: method not found")
+
+    async def _get_updates(self, data: dict[str, Any]) -> web.Response:
+        """Long polling: hand out what is queued, or wait up to ``timeout`` seconds for something."""
+        timeout = min(float(data.get("timeout", 0)), 2.0)  # short in tests; the bot's loop is the same
+        batch: list[dict[str, Any]] = []
+        with contextlib.suppress(TimeoutError, asyncio.QueueEmpty):
+            batch.append(
+                await asyncio.wait_for(self.updates.get(), timeout) if timeout else self.updates.get_nowait()
+            )
+        while not self.updates.empty():
+            batch.append(self.updates.get_nowait())
+        offset = int(data.get("offset", 0))
+        return web.json_response({"ok": True, "result": [u for u in batch if u["update_id"] >= offset]})
+
+    def push(self, update: dict[str, Any]) -> None:
+        """What a user does in Telegram (a message, a button press), queued for getUpdates."""
+        self.updates.put_nowait({"update_id": next(self._update_ids), **update})
+
+    def press(self, user_id: str, chat: str, message_id: int, data: str) -> None:
+        self.push(
+            {
+                "callback_query": {
+                    "id": f"q{message_id}",
+                    "from": {"id": int(user_id)},
+                    "data": data,
+                    "message": {
+                        "message_id": message_id,
+                        "chat": {"id": int(chat)},
+                        "text": self.chats[chat][message_id],
+                    },
+                }
+            }
+        )
+
+    def say(self, user_id: str, text: str) -> None:
+        """A user writes to the bot in a private chat."""
+        uid = int(user_id)
+        self.push(
+            {
+                "message": {
+                    "message_id": next(self._ids),
+                    "from": {"id": uid},
+                    "text": text,
+                    "chat": {"id": uid, "type": "private"},
+                }
+            }
+        )
 
     def texts(self, chat: str) -> list[str]:
         return list(self.chats.get(chat, {}).values())

@@ -160,3 +160,15 @@ async def test_employees_cli(tmp_path: Path, bitrix: FakeBitrix, capsys: pytest.
     out = capsys.readouterr().out
     assert "   101  Иван Петров  telegram: 555  bitrix24: 1  [bitrix24]" in out
     assert "   103  Секретарь  telegram: 303  bitrix24: —  [config]" in out
+
+
+def test_link_code_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(f"storage:\n  dir: {tmp_path}\ndirectory:\n  employees:\n    '101': {{name: Иван}}\n")
+    assert main(["employees", "link", "101", "-c", str(cfg_file)]) == 0
+    out = capsys.readouterr().out
+    code = out.split("/start ")[1].strip()
+    store = OutboxStore(tmp_path / "outbox.sqlite3")
+    assert Directory(store.db).use_link_code(code) == "101"
+    store.close()
+    assert main(["employees", "link", "999", "-c", str(cfg_file)]) == 1

@@ -256,5 +256,5 @@ async def test_a_thousand_bad_requests_no_5xx_nothing_stored(tmp_path: Path) -> 
     finally:
         await tg.stop()
     assert not [code for code in statuses if code >= 500], statuses
-    assert tg.requests == 0  # nothing was forwarded
+    assert set(tg.methods) <= {"getUpdates"}  # nothing was forwarded (the bot only polled)
     assert sum(statuses.values()) == 1200

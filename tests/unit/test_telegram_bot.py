@@ -1,0 +1,76 @@
+"""The bot's own side without the lab: employees link their chats with /start."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from bridge.app import App
+from bridge.config import Config, DirectoryConfig, EmployeeConfig, HttpConfig, TelegramConfig
+from bridge.config import load as load_config
+from bridge.telegram_bot import TEXT_BAD_CODE, TEXT_LINKED, TEXT_UNKNOWN
+from tests.fakes.telegram import TOKEN, FakeTelegram
+from tests.helpers import until
+
+GROUP = "-1005550000001"
+
+
+def config(tmp: Path, tg_url: str) -> Config:
+    cfg = load_config(None)
+    ami = dataclasses.replace(cfg.asterisk.ami, port=1, reconnect_max_delay=1)
+    sinks = dataclasses.replace(
+        cfg.sinks,
+        console=dataclasses.replace(cfg.sinks.console, enabled=False),
+        telegram=TelegramConfig(enabled=True, token=TOKEN, api_url=tg_url, group_chats=[GROUP]),
+    )
+    return dataclasses.replace(
+        cfg,
+        asterisk=dataclasses.replace(cfg.asterisk, ami=ami),
+        sinks=sinks,
+        http=HttpConfig(enabled=False),
+        storage=dataclasses.replace(cfg.storage, dir=str(tmp)),
+        directory=DirectoryConfig(
+            {"101": EmployeeConfig(name="Иван"), "102": EmployeeConfig(name="Пётр", telegram_chat_id="902")}
+        ),
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(cfg: Config) -> AsyncIterator[App]:
+    app = App(cfg)
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop))
+    try:
+        yield app
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+def replies(tg: FakeTelegram, chat: str) -> list[str]:
+    return tg.texts(chat)
+
+
+async def test_start_links_by_code_by_known_id_and_refuses_strangers(tmp_path: Path) -> None:
+    tg = FakeTelegram()
+    await tg.start()
+    try:
+        async with running(config(tmp_path, tg.url)) as app:
+            code = app.directory.new_link_code("101")
+            tg.say("901", "/start 12345678")  # a wrong code
+            tg.say("901", f"/start {code}")
+            tg.say("902", "/start")  # already known (from config here; from Bitrix24 in real life)
+            tg.say("903", "/start")  # a stranger
+            await until(lambda: len(replies(tg, "903")) == 1 and len(replies(tg, "901")) == 2, timeout=10)
+            assert app.directory.telegram_chat("101") == "901"
+            assert replies(tg, "901") == [TEXT_BAD_CODE, TEXT_LINKED.format(ext="101")]
+            assert replies(tg, "902") == [TEXT_LINKED.format(ext="102")]
+            assert replies(tg, "903") == [TEXT_UNKNOWN]
+            assert app.directory.by_telegram("903") is None
+            offset = app.store.get_state("telegram-bot", "offset")
+        assert offset == "5"  # kept: a restart does not handle these updates again
+    finally:
+        await tg.stop()
