@@ -59,6 +59,7 @@ class Fakes:
                 "token": TOKEN,
                 "api_url": self.tg.url,
                 "group_chats": [GROUP],
+                "bot_updates": "off",  # these tests are about delivery; the bot has its own
                 "per_chat_rate": 50,
                 "group_per_minute": 3000,
             },

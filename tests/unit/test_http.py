@@ -58,7 +58,12 @@ def config(tmp: Path, tg_url: str | None = None, sms_token: str = "") -> Config:
         sinks = dataclasses.replace(
             sinks,
             telegram=TelegramConfig(
-                enabled=True, token=TOKEN, api_url=tg_url, group_chats=[GROUP], per_chat_rate=50
+                enabled=True,
+                token=TOKEN,
+                api_url=tg_url,
+                group_chats=[GROUP],
+                per_chat_rate=50,
+                bot_updates="off",
             ),
         )
     return dataclasses.replace(
