@@ -21,6 +21,7 @@ from bridge.calls.tracker import Tracker, TrackerSettings
 from bridge.click_to_call import ClickToCall
 from bridge.config import Config
 from bridge.directory import Directory, Employee
+from bridge.http import smsc
 from bridge.http.server import HttpServer
 from bridge.jobs import Jobs
 from bridge.outbox.dispatcher import Dispatcher, RetryPolicy
@@ -30,6 +31,7 @@ from bridge.sinks.bitrix24 import Bitrix24Sink, BitrixClient, BitrixSettings
 from bridge.sinks.console import ConsoleSink
 from bridge.sinks.http import Http
 from bridge.sinks.jsonl import JsonlSink
+from bridge.sinks.sms import SmsSettings, SmsSink
 from bridge.sinks.telegram import TelegramSettings, TelegramSink
 from bridge.sinks.webhook import WebhookSink
 from bridge.sources.ami import AmiConnection, AmiSettings, AmiSupervisor, Backoff
@@ -121,6 +123,24 @@ def build_sinks(
         sinks.append(TelegramSink(settings, http, store, directory))
     if s.bitrix24.enabled:
         sinks.append(Bitrix24Sink(bitrix_settings(cfg), http, store, directory, bitrix))
+    if s.sms.enabled:
+        m = s.sms
+        sinks.append(
+            SmsSink(
+                SmsSettings(
+                    api_url=m.api_url,
+                    login=m.login,
+                    password=m.password,
+                    api_key=m.api_key,
+                    sender=m.sender,
+                    template=m.template,
+                    company=m.company,
+                    per_number_interval=m.per_number_interval,
+                ),
+                http,
+                store,
+            )
+        )
     for i, hook in enumerate(s.webhooks):
         sinks.append(
             WebhookSink(hook.name or f"webhook{i + 1}", hook.url, hook.secret, http, frozenset(hook.events))
@@ -182,6 +202,7 @@ class App:
                 cfg.novofon.api_secret,
                 cfg.novofon.sms_token,
                 (b.events_path, self._bitrix_event) if self.directory_sync is not None else None,
+                self._smsc_callback if cfg.sinks.sms.enabled else None,
             )
             if h.enabled
             else None
@@ -232,6 +253,18 @@ class App:
             return self.click_to_call.accept(data)
         log.info("bitrix24.event_ignored", bitrix_event=event)
         return "ignored"
+
+    def _smsc_callback(self, data: dict[str, str]) -> None:
+        """SMS gateway callback: a delivery status is remembered, an incoming SMS goes to Telegram."""
+        sms = self.cfg.sinks.sms
+        smsc.check(data, sms.callback_secret, sms.callback_hash)
+        kind, sms_id, phone = smsc.parse(data)
+        if kind == "incoming":
+            key, record = smsc.incoming_record(data, phone, self.cfg.pbx.default_did)
+            self._commit_inbound(key, [record])
+            return
+        self.store.set_state("sms", f"status:{sms_id}", data["status"])
+        log.info("sms.status", sms_id=sms_id, status=data["status"], error=data.get("err", ""))
 
     def status(self) -> dict[str, Any]:
         counts = self.store.counts()

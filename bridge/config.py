@@ -131,12 +131,29 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True)
+class SmsConfig:
+    enabled: bool = False
+    api_url: str = "https://smsc.ru/sys/send.php"
+    login: str = ""
+    password: str = field(default="", repr=False)
+    api_key: str = field(default="", repr=False)
+    sender: str = ""
+    template: str = "Здравствуйте! Мы пропустили ваш звонок на {line} и перезвоним вам. {company}"
+    company: str = ""
+    per_number_interval: float = 86400.0
+    # /smsc callback (delivery statuses, incoming SMS): checks md5/sha1("id:phone:status:<secret>").
+    callback_secret: str = field(default="", repr=False)
+    callback_hash: Literal["md5", "sha1"] = "md5"
+
+
+@dataclass(frozen=True)
 class SinksConfig:
     jsonl: JsonlSinkConfig = field(default_factory=JsonlSinkConfig)
     console: ConsoleSinkConfig = field(default_factory=ConsoleSinkConfig)
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     bitrix24: Bitrix24Config = field(default_factory=Bitrix24Config)
     webhooks: list[WebhookConfig] = field(default_factory=list)
+    sms: SmsConfig = field(default_factory=SmsConfig)
 
 
 @dataclass(frozen=True)
@@ -412,6 +429,19 @@ def _validate_sinks(cfg: Config) -> None:
             )
         if bx.rate <= 0 or bx.burst < 1:
             raise ConfigError(f, "sinks.bitrix24.rate", "expected rate > 0 and burst >= 1")
+    sms = cfg.sinks.sms
+    if sms.enabled:
+        _url(f, "sinks.sms.api_url", sms.api_url)
+        if not sms.api_key and not (sms.login and sms.password):
+            raise ConfigError(
+                f, "sinks.sms.login", "expected login + password, or api_key, for the SMS gateway"
+            )
+        try:
+            sms.template.format(line="", company="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(
+                f, "sinks.sms.template", f"only {{line}} and {{company}} can be used ({e})"
+            ) from None
     names = set()
     known = {e.value for e in Event}
     for i, hook in enumerate(cfg.sinks.webhooks):

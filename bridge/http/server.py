@@ -84,6 +84,7 @@ class HttpServer:
         api_secret: str,
         sms_token: str,
         bitrix: tuple[str, Callable[[dict[str, str]], str]] | None = None,
+        smsc: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         self.bind, self.port = bind, port
         self._commit = commit
@@ -96,6 +97,10 @@ class HttpServer:
         self.app.router.add_route("GET", "/sms", self.sms)
         self.app.router.add_route("POST", "/sms", self.sms)
         self.app.router.add_get("/healthz", self.healthz)
+        if smsc is not None:
+            self._smsc = smsc
+            self.app.router.add_route("GET", "/smsc", self.smsc)
+            self.app.router.add_route("POST", "/smsc", self.smsc)
         if bitrix is not None:
             path, self._bitrix = bitrix
             self.app.router.add_post(path, self.bitrix_event)
@@ -154,6 +159,11 @@ class HttpServer:
             raise BadRequest(415, "unsupported-media-type", "Bitrix24 events are form-encoded")
         outcome = self._bitrix(await _params(request))
         return web.json_response({"result": outcome})
+
+    async def smsc(self, request: web.Request) -> web.Response:
+        """SMS gateway callback: delivery statuses and incoming SMS (checked, committed, then "OK")."""
+        self._smsc(await _params(request))
+        return web.Response(text="OK")
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})

@@ -18,7 +18,7 @@ import pytest
 
 from bridge.app import App
 from bridge.calls.records import sign
-from bridge.config import Config, HttpConfig, NovofonConfig, TelegramConfig
+from bridge.config import Bitrix24Config, Config, HttpConfig, NovofonConfig, SmsConfig, TelegramConfig
 from bridge.config import load as load_config
 from tests.fakes.telegram import TOKEN, FakeTelegram
 from tests.helpers import until
@@ -42,6 +42,14 @@ END = {
     "is_recorded": "0",
     "call_id_with_rec": "",
 }
+BITRIX_EVENT = {
+    "event": "ONEXTERNALCALLSTART",
+    "data[PHONE_NUMBER]": "79001110001",
+    "data[USER_ID]": "1",
+    "data[CALL_ID]": "externalCall.1",
+    "auth[application_token]": "wrong-token",
+}
+SMSC_STATUS = {"id": "1001", "phone": "79581114585", "status": "1", "md5": "0" * 32}
 SMS = {
     "virtual_phone_number": "74951234567",
     "notification_time": "2024-03-25 15:21:00.000000",
@@ -197,9 +205,23 @@ async def test_cloud_calls_and_sms_reach_telegram(tmp_path: Path) -> None:
 
 def _garbage(rng: random.Random) -> tuple[str, str, dict[str, str] | None, bytes | None, dict[str, str]]:
     """One malformed request: (method, path, query, body, headers)."""
-    path = rng.choice(["/call", "/sms", "/call", "/sms", "/status", "/healthz", "/nope", "/call/../sms"])
+    path = rng.choice(
+        [
+            "/call",
+            "/sms",
+            "/call",
+            "/sms",
+            "/smsc",
+            "/api/bitrix/webhook",
+            "/api/bitrix/webhook",
+            "/status",
+            "/healthz",
+            "/nope",
+            "/call/../sms",
+        ]
+    )
     method = rng.choice(["GET", "POST", "POST", "PUT", "DELETE"])
-    good = dict(rng.choice([START, END, SMS]))
+    good = dict(rng.choice([START, END, SMS, BITRIX_EVENT, SMSC_STATUS]))
     kind = rng.randrange(9)
     headers: dict[str, str] = {}
     query: dict[str, str] | None = None
@@ -249,13 +271,31 @@ async def test_a_thousand_bad_requests_no_5xx_nothing_stored(tmp_path: Path) -> 
     await tg.start()
     statuses: dict[int, int] = {}
     try:
-        async with daemon(config(tmp_path, tg_url=tg.url, sms_token="sms-token-1")) as (app, base, s):
+        cfg = config(tmp_path, tg_url=tg.url, sms_token="sms-token-1")
+        sinks = dataclasses.replace(
+            cfg.sinks,
+            sms=SmsConfig(
+                enabled=True,
+                api_url="http://127.0.0.1:1/sys/send.php",
+                login="x",
+                password="y",
+                callback_secret="smsc-secret",
+            ),
+            bitrix24=Bitrix24Config(
+                enabled=True,
+                webhook_url="http://127.0.0.1:1/rest/1/x/",
+                application_token="bitrix-token",
+                sync_interval=0,
+            ),
+        )
+        async with daemon(dataclasses.replace(cfg, sinks=sinks)) as (app, base, s):
             for _ in range(1200):
                 method, path, query, body, headers = _garbage(rng)
                 async with s.request(method, base + path, params=query, data=body, headers=headers) as resp:
                     await resp.read()
                     statuses[resp.status] = statuses.get(resp.status, 0) + 1
             assert stored(app) == 0
+            assert app.jobs.pending() == 0
             async with s.get(f"{base}/healthz") as resp:
                 assert resp.status == 200  # still alive and well
     finally:

@@ -1,0 +1,142 @@
+"""SMS after a missed call (SMSC-style gateway) and the gateway's callback (/smsc)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+
+from bridge.app import App
+from bridge.config import Config, HttpConfig, SmsConfig, TelegramConfig
+from bridge.config import load as load_config
+from bridge.outbox.store import State
+from tests.fakes.base import Fault
+from tests.fakes.smsc import LOGIN, PASSWORD, FakeSmsc
+from tests.fakes.telegram import TOKEN, FakeTelegram
+from tests.helpers import until
+from tests.transcripts import replay
+
+GROUP = "-1004440000001"
+SECRET = "smsc-callback-secret"
+
+
+def config(tmp: Path, smsc_url: str, tg_url: str, password: str = PASSWORD) -> Config:
+    cfg = load_config(None)
+    ami = dataclasses.replace(cfg.asterisk.ami, port=1, reconnect_max_delay=1)
+    sinks = dataclasses.replace(
+        cfg.sinks,
+        console=dataclasses.replace(cfg.sinks.console, enabled=False),
+        telegram=TelegramConfig(
+            enabled=True, token=TOKEN, api_url=tg_url, group_chats=[GROUP], bot_updates="off"
+        ),
+        sms=SmsConfig(
+            enabled=True,
+            api_url=f"{smsc_url}/sys/send.php",
+            login=LOGIN,
+            password=password,
+            company="ООО Ромашка",
+            callback_secret=SECRET,
+        ),
+    )
+    return dataclasses.replace(
+        cfg,
+        asterisk=dataclasses.replace(cfg.asterisk, ami=ami),
+        sinks=sinks,
+        http=HttpConfig(port=0),
+        storage=dataclasses.replace(cfg.storage, dir=str(tmp)),
+        outbox=dataclasses.replace(cfg.outbox, retry_base=0.05, retry_cap=0.1),
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(cfg: Config) -> AsyncIterator[tuple[App, str]]:
+    app = App(cfg)
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop))
+    await until(lambda: app.http_server is not None and app.http_server.port != 0, interval=0.01)
+    assert app.http_server is not None
+    try:
+        yield app, f"http://127.0.0.1:{app.http_server.port}"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+@contextlib.asynccontextmanager
+async def fakes() -> AsyncIterator[tuple[FakeSmsc, FakeTelegram]]:
+    smsc, tg = FakeSmsc(), FakeTelegram()
+    await smsc.start()
+    await tg.start()
+    try:
+        yield smsc, tg
+    finally:
+        await smsc.stop()
+        await tg.stop()
+
+
+def sms_settled(app: App, n: int) -> bool:
+    c = app.store.counts().get("sms", {})
+    return c.get("delivered", 0) + c.get("dead", 0) == n
+
+
+async def test_one_sms_per_number_after_missed_calls_only(tmp_path: Path) -> None:
+    async with fakes() as (smsc, tg), running(config(tmp_path, smsc.url, tg.url)) as (app, _):
+        smsc.fail_next(Fault(500))  # the gateway hiccups once: retried
+        app._publish(replay("inbound_missed"))
+        app._publish(replay("inbound_busy"))  # the same caller again, missed again: no second SMS
+        app._publish(replay("inbound_answered"))  # answered: no SMS
+        app._publish(replay("outbound_busy"))  # outbound: no SMS
+        await until(lambda: sms_settled(app, 3 + 3 + 5 + 2), timeout=10)
+    (sms,) = smsc.sent
+    assert sms["phones"] == "79581114585"
+    # Whichever of the two missed calls got through first (the 500 delayed one of them) sent it.
+    assert re.fullmatch(
+        r"Здравствуйте! Мы пропустили ваш звонок на \+7 495 000-01-0[34] и перезвоним вам\. ООО Ромашка",
+        sms["mes"],
+    )
+
+
+async def test_wrong_gateway_password_is_a_dead_letter_with_the_reason(tmp_path: Path) -> None:
+    async with (
+        fakes() as (smsc, tg),
+        running(config(tmp_path, smsc.url, tg.url, password="wrong")) as (app, _),
+    ):
+        app._publish(replay("inbound_missed"))
+        await until(lambda: sms_settled(app, 3), timeout=10)
+        (dead,) = app.store.list(State.DEAD)
+        assert dead.last_error == "SMS gateway error 2: authorise error"
+
+
+async def test_callback_statuses_and_incoming_sms(tmp_path: Path) -> None:
+    async with (
+        fakes() as (smsc, tg),
+        running(config(tmp_path, smsc.url, tg.url)) as (app, base),
+        aiohttp.ClientSession() as s,
+    ):
+        status = {"id": "1001", "phone": "79581114585", "status": "1"}
+        md5 = hashlib.md5(f"1001:79581114585:1:{SECRET}".encode()).hexdigest()
+        async with s.post(f"{base}/smsc", data={**status, "md5": md5}) as resp:
+            assert (resp.status, await resp.text()) == (200, "OK")
+        assert app.store.get_state("sms", "status:1001") == "1"
+        async with s.post(f"{base}/smsc", data={**status, "md5": "0" * 32}) as resp:
+            assert resp.status == 401
+        incoming = {
+            "id": "77",
+            "phone": "+79581114585",
+            "mes": "Перезвоните, пожалуйста",
+            "to": "74951234567",
+            "status": "",
+        }
+        md5 = hashlib.md5(f"77:+79581114585::{SECRET}".encode()).hexdigest()
+        async with s.post(f"{base}/smsc", data={**incoming, "md5": md5}) as resp:
+            assert resp.status == 200
+        await until(lambda: len(tg.texts(GROUP)) == 1, timeout=10)
+    assert (
+        tg.texts(GROUP)[0] == "✉️ <b>SMS</b> от +7 958 111-45-85 на +7 495 123-45-67\nПерезвоните, пожалуйста"
+    )
