@@ -41,6 +41,8 @@ TEXT_NOT_LINKED = "Сначала привяжите свой внутренни
 TEXT_CALLING = "Звоним: сначала вам ({ext}), затем клиенту"
 LINE_CALLING = "↩️ Перезванивает сотрудник {ext}"
 LINE_FAILED = "↩️ Не удалось перезвонить: {reason}"
+LINE_RESULT = "↩️ Перезвонили ({ext}): {disposition}, разговор {duration}"
+CALLBACK_STATE = "telegram-callback"  # sink_state: out_<chan> -> the message the button was on
 
 
 class TelegramBot:
@@ -181,22 +183,32 @@ class TelegramBot:
 
     async def _callback_job(self, job: dict[str, Any]) -> None:
         chan = self._calls.new_channel_id("tg")
+        origin = {k: job.get(k) for k in ("chat_id", "message_id", "text", "extension")}
         try:
+            # Remembered first: when this call ends, the Telegram sink puts its result under the
+            # missed call the button was pressed on.
+            self._store.set_state(CALLBACK_STATE, f"out_{chan}", json.dumps(origin, ensure_ascii=False))
             await self._calls.ring(job["extension"], job["client"], chan)
             line = LINE_CALLING.format(ext=job["extension"])
         except PermanentFailure as e:
             line = LINE_FAILED.format(reason=html.escape(str(e)))
         if job.get("chat_id") and job.get("message_id"):
-            text = html.escape(str(job.get("text") or ""), quote=False)
-            try:
-                await self.api(
-                    "editMessageText",
-                    {
-                        "chat_id": job["chat_id"],
-                        "message_id": job["message_id"],
-                        "text": f"{text}\n{line}"[:4096],
-                        "parse_mode": "HTML",
-                    },
-                )
-            except PermanentFailure as e:
-                log.warning("telegram_bot.edit_failed", error=str(e))
+            await edit_below(
+                self, str(job["chat_id"]), int(job["message_id"]), str(job.get("text") or ""), line
+            )
+
+
+async def edit_below(bot: Any, chat_id: str, message_id: int, text: str, line: str) -> None:
+    """Append ``line`` under a message (the buttons go: the callback has been asked for)."""
+    try:
+        await bot.api(
+            "editMessageText",
+            {
+                "chat_id": chat_id,
+                "message_id": message_id,
+                "parse_mode": "HTML",
+                "text": f"{html.escape(text, quote=False)}\n{line}"[:4096],
+            },
+        )
+    except PermanentFailure as e:
+        log.warning("telegram_bot.edit_failed", error=str(e))

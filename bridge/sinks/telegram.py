@@ -222,6 +222,8 @@ class TelegramSink:
     # -- delivery ------------------------------------------------------------------------------
     async def send(self, delivery: Delivery) -> None:
         r = delivery.record
+        if r.event is Event.OUT_END:
+            await self._callback_result(r)
         state = self._load(r.pbx_call_id)
         if delivery.record_id not in state["applied"]:
             state["view"] = fold(state["view"], r)
@@ -238,6 +240,39 @@ class TelegramSink:
                     await self._send_recording(chat, r, state, delivery.attempts)
             except TelegramError as e:
                 self._classify(e, chat, state, r.pbx_call_id)
+
+    async def _callback_result(self, r: CallRecord) -> None:
+        """This call was a «Перезвонить» press: say how it went under the missed call."""
+        raw = self._store.get_state("telegram-callback", r.pbx_call_id)
+        if raw is None:
+            return
+        origin = json.loads(raw)
+        if origin.get("done") or not origin.get("chat_id") or not origin.get("message_id"):
+            return
+        f = r.fields
+        line = "↩️ Перезвонили ({ext}): {disposition}, разговор {duration}".format(
+            ext=html.escape(str(origin.get("extension", ""))),
+            disposition=DISPOSITIONS_RU.get(f["disposition"], f["disposition"]),
+            duration=_fmt_duration(f["duration"]),
+        )
+        text = html.escape(str(origin.get("text") or ""), quote=False)
+        try:
+            await self._call(
+                "editMessageText",
+                str(origin["chat_id"]),
+                {
+                    "chat_id": origin["chat_id"],
+                    "message_id": origin["message_id"],
+                    "parse_mode": "HTML",
+                    "text": f"{text}\n{line}"[:MAX_TEXT],
+                },
+            )
+        except TelegramError as e:
+            if e.code == 429 or e.code >= 500:
+                raise RetryLater(str(e), e.retry_after) from None
+            log.warning("telegram.callback_result_not_shown", error=str(e))
+        origin["done"] = True
+        self._store.set_state("telegram-callback", r.pbx_call_id, json.dumps(origin, ensure_ascii=False))
 
     def _markup(self, view: dict[str, Any], pbx_call_id: str) -> dict[str, Any] | None:
         """The «Перезвонить» button under a missed inbound call from a real number."""

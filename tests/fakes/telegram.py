@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import itertools
 import re
 from html.parser import HTMLParser
@@ -182,6 +183,8 @@ class FakeTelegram(FakeServer):
         self.updates.put_nowait({"update_id": next(self._update_ids), **update})
 
     def press(self, user_id: str, chat: str, message_id: int, data: str) -> None:
+        # Like Telegram: the message comes back as plain text (its HTML markup became entities).
+        plain = html.unescape(re.sub(r"<[^>]+>", "", self.chats[chat][message_id]))
         self.push(
             {
                 "callback_query": {
@@ -191,7 +194,7 @@ class FakeTelegram(FakeServer):
                     "message": {
                         "message_id": message_id,
                         "chat": {"id": int(chat)},
-                        "text": self.chats[chat][message_id],
+                        "text": plain,
                     },
                 }
             }
