@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import structlog
 
@@ -188,7 +189,7 @@ class App:
             TelegramBot(
                 telegram_settings(cfg), self.http, self.store, self.directory, self.jobs, self.click_to_call
             )
-            if t.enabled and t.bot_updates == "polling"
+            if t.enabled and t.bot_updates != "off"
             else None
         )
         h = cfg.http
@@ -203,6 +204,9 @@ class App:
                 cfg.novofon.sms_token,
                 (b.events_path, self._bitrix_event) if self.directory_sync is not None else None,
                 self._smsc_callback if cfg.sinks.sms.enabled else None,
+                (urlparse(t.webhook_url).path or "/telegram", t.webhook_secret, self._telegram_update)
+                if self.telegram_bot is not None and t.bot_updates == "webhook"
+                else None,
             )
             if h.enabled
             else None
@@ -253,6 +257,11 @@ class App:
             return self.click_to_call.accept(data)
         log.info("bitrix24.event_ignored", bitrix_event=event)
         return "ignored"
+
+    def _telegram_update(self, update: dict[str, Any]) -> None:
+        """A Telegram webhook update: committed (a job) before Telegram hears 200; handled after."""
+        if not self.store.seen_recently(f"tg-update:{update['update_id']}", 86400):
+            self.jobs.add("telegram-update", update)
 
     def _smsc_callback(self, data: dict[str, str]) -> None:
         """SMS gateway callback: a delivery status is remembered, an incoming SMS goes to Telegram."""
@@ -361,6 +370,16 @@ class App:
                 log.info("outbox.purged", deliveries=purged, keep_days=self.cfg.outbox.keep_days)
             await asyncio.sleep(3600)
 
+    def _telegram_tasks(self) -> list[asyncio.Task[None]]:
+        bot, t = self.telegram_bot, self.cfg.sinks.telegram
+        if bot is None:
+            return []
+        if t.bot_updates == "webhook":
+            return [
+                asyncio.create_task(bot.register_webhook(t.webhook_url, t.webhook_secret), name="tg-webhook")
+            ]
+        return [asyncio.create_task(bot.run(), name="telegram-bot")]
+
     async def _checkpointer(self) -> None:
         while True:
             await asyncio.sleep(10)
@@ -387,11 +406,7 @@ class App:
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
             asyncio.create_task(self._checkpointer(), name="checkpointer"),
             asyncio.create_task(self.jobs.run(), name="jobs"),
-            *(
-                [asyncio.create_task(self.telegram_bot.run(), name="telegram-bot")]
-                if self.telegram_bot
-                else []
-            ),
+            *self._telegram_tasks(),
             *(
                 [asyncio.create_task(self.directory_sync.run(), name="directory")]
                 if self.directory_sync and self.cfg.sinks.bitrix24.sync_interval > 0

@@ -94,7 +94,9 @@ class TelegramConfig:
     api_url: str = "https://api.telegram.org"
     group_chats: list[str] = field(default_factory=list)
     sms_chats: list[str] = field(default_factory=list)
-    bot_updates: Literal["polling", "off"] = "polling"
+    bot_updates: Literal["polling", "webhook", "off"] = "polling"
+    webhook_url: str = ""  # bot_updates: webhook -> Telegram posts updates here (https, public)
+    webhook_secret: str = field(default="", repr=False)
     callback_button: bool = True
     send_recordings: bool = True
     max_upload_mb: float = 50.0
@@ -402,6 +404,17 @@ def _validate_sinks(cfg: Config) -> None:
                 "expected at least one chat id (group_chats, or directory.employees.*.telegram_chat_id), "
                 "or enabled: false",
             )
+        if tg.bot_updates == "webhook":
+            if not tg.webhook_url.startswith("https://"):
+                raise ConfigError(
+                    f, "sinks.telegram.webhook_url", "Telegram delivers webhooks to https:// URLs only"
+                )
+            if not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", tg.webhook_secret):
+                raise ConfigError(
+                    f,
+                    "sinks.telegram.webhook_secret",
+                    "expected 16-256 characters A-Z a-z 0-9 _ - (Telegram's secret_token)",
+                )
         for name in ("per_chat_rate", "group_per_minute", "global_rate", "max_upload_mb"):
             if getattr(tg, name) <= 0:
                 raise ConfigError(f, f"sinks.telegram.{name}", "expected a positive number")

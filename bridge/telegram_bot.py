@@ -11,6 +11,7 @@ employee's phone and then the client; the message says what happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 from typing import Any
@@ -64,6 +65,7 @@ class TelegramBot:
         self._calls = calls
         self.jobs = jobs
         jobs.handle("telegram-callback", self._callback_job, max_age=120)
+        jobs.handle("telegram-update", self.handle, max_age=600)
 
     # -- Bot API -------------------------------------------------------------------------------
     async def api(self, method: str, payload: dict[str, Any], timeout: float = 30) -> Any:
@@ -83,8 +85,26 @@ class TelegramBot:
             raise PermanentFailure(text)
         return body.get("result")
 
+    # -- webhook mode --------------------------------------------------------------------------
+    async def register_webhook(self, url: str, secret: str) -> None:
+        """Tell Telegram where to post updates (retried until it says yes)."""
+        while True:
+            try:
+                await self.api(
+                    "setWebhook",
+                    {"url": url, "secret_token": secret, "allowed_updates": ["message", "callback_query"]},
+                )
+                log.info("telegram_bot.webhook_set", url=url)
+                return
+            except (RetryLater, PermanentFailure) as e:
+                log.warning("telegram_bot.webhook_not_set", error=str(e).replace(self.s.token, "***"))
+                await asyncio.sleep(30)
+
     # -- polling -------------------------------------------------------------------------------
     async def run(self) -> None:
+        # getUpdates answers 409 while a webhook is set (say, from an earlier webhook setup).
+        with contextlib.suppress(RetryLater, PermanentFailure):
+            await self.api("deleteWebhook", {"drop_pending_updates": False})
         offset = int(self._store.get_state(self.state_sink, "offset") or 0)
         while True:
             try:

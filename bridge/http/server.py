@@ -85,6 +85,7 @@ class HttpServer:
         sms_token: str,
         bitrix: tuple[str, Callable[[dict[str, str]], str]] | None = None,
         smsc: Callable[[dict[str, str]], None] | None = None,
+        telegram: tuple[str, str, Callable[[dict[str, Any]], None]] | None = None,
     ) -> None:
         self.bind, self.port = bind, port
         self._commit = commit
@@ -97,6 +98,9 @@ class HttpServer:
         self.app.router.add_route("GET", "/sms", self.sms)
         self.app.router.add_route("POST", "/sms", self.sms)
         self.app.router.add_get("/healthz", self.healthz)
+        if telegram is not None:
+            path, self._tg_secret, self._tg_update = telegram
+            self.app.router.add_post(path, self.telegram_update)
         if smsc is not None:
             self._smsc = smsc
             self.app.router.add_route("GET", "/smsc", self.smsc)
@@ -164,6 +168,22 @@ class HttpServer:
         """SMS gateway callback: delivery statuses and incoming SMS (checked, committed, then "OK")."""
         self._smsc(await _params(request))
         return web.Response(text="OK")
+
+    async def telegram_update(self, request: web.Request) -> web.Response:
+        """Telegram's webhook: the secret token checked, the update committed, then 200."""
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not hmac.compare_digest(given.encode(), self._tg_secret.encode()):
+            raise BadRequest(401, "bad-token", "X-Telegram-Bot-Api-Secret-Token does not match")
+        if request.content_type != "application/json":
+            raise BadRequest(415, "unsupported-media-type", "Telegram sends JSON")
+        try:
+            update = await request.json()
+        except ValueError:
+            raise BadRequest(400, "malformed", "the body is not JSON") from None
+        if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+            raise BadRequest(400, "malformed", "not a Telegram update")
+        self._tg_update(update)
+        return web.json_response({"ok": True})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})

@@ -90,6 +90,7 @@ class FakeTelegram(FakeServer):
         self.markups: dict[tuple[str, int], Any] = {}  # (chat, message_id) -> reply_markup
         self.answers: list[dict[str, Any]] = []  # answerCallbackQuery payloads
         self.updates: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.webhook: dict[str, Any] | None = None
         self._update_ids = itertools.count(1)
         self._ids = itertools.count(100)
         self.app.router.add_post("/bot{token}/{method}", self.handle)
@@ -110,6 +111,9 @@ class FakeTelegram(FakeServer):
             data = {k: v for k, v in form.items()}
         if method == "getUpdates":
             return await self._get_updates(data)
+        if method in ("setWebhook", "deleteWebhook"):
+            self.webhook = data if method == "setWebhook" else None
+            return web.json_response({"ok": True, "result": True})
         if method == "answerCallbackQuery":
             if not data.get("callback_query_id"):
                 return self._error(400, "Bad Request: query is too old and response timeout expired")
