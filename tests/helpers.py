@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
+from bridge.app import App
 from bridge.calls.records import CallRecord
+from bridge.config import Config, HttpConfig
+from bridge.config import load as load_config
 from bridge.outbox.store import Delivery
 
 T = TypeVar("T")
@@ -70,3 +76,43 @@ async def until(check: Callable[[], T], timeout: float = 15, interval: float = 0
 def delivery(record: CallRecord, record_id: int = 1, sink: str = "test") -> Delivery:
     """A Delivery as the outbox would hand it to a sink."""
     return Delivery(record_id, record_id, sink, record, attempts=0, created_at=0.0)
+
+
+def offline_config(tmp: Path, **changes: Any) -> Config:
+    """The built-in defaults with Asterisk unreachable (the daemon keeps retrying AMI, as in real
+    life), no console sink, HTTP on a free port, state in ``tmp`` and quick retries."""
+    cfg = load_config(None)
+    ami = dataclasses.replace(cfg.asterisk.ami, port=1, reconnect_max_delay=1)
+    cfg = dataclasses.replace(
+        cfg,
+        asterisk=dataclasses.replace(cfg.asterisk, ami=ami),
+        sinks=dataclasses.replace(cfg.sinks, console=dataclasses.replace(cfg.sinks.console, enabled=False)),
+        http=HttpConfig(port=0),
+        storage=dataclasses.replace(cfg.storage, dir=str(tmp)),
+        outbox=dataclasses.replace(cfg.outbox, retry_base=0.05, retry_cap=0.2),
+    )
+    return dataclasses.replace(cfg, **changes)
+
+
+def with_sinks(cfg: Config, **sinks: Any) -> Config:
+    return dataclasses.replace(cfg, sinks=dataclasses.replace(cfg.sinks, **sinks))
+
+
+@contextlib.asynccontextmanager
+async def running_app(cfg: Config) -> AsyncIterator[App]:
+    """The real daemon, in this event loop; stopped (SIGTERM's path) on the way out."""
+    app = App(cfg)
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop))
+    if cfg.http.enabled:
+        await until(lambda: app.http_server is not None and app.http_server.port != 0, interval=0.01)
+    try:
+        yield app
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+def base_url(app: App) -> str:
+    assert app.http_server is not None
+    return f"http://127.0.0.1:{app.http_server.port}"

@@ -13,12 +13,11 @@ import pytest
 
 from bridge.app import App
 from bridge.cli import main
-from bridge.config import Bitrix24Config, Config, DirectoryConfig, EmployeeConfig, HttpConfig
-from bridge.config import load as load_config
+from bridge.config import Bitrix24Config, Config, DirectoryConfig, EmployeeConfig
 from bridge.directory import Directory, Employee
 from bridge.outbox.store import OutboxStore
 from tests.fakes.bitrix import FakeBitrix
-from tests.helpers import until
+from tests.helpers import base_url, offline_config, running_app, until, with_sinks
 
 APP_TOKEN = "bitrix-application-token-1"
 
@@ -55,11 +54,8 @@ def test_directory_basics(tmp_path: Path) -> None:
 
 
 def config(tmp: Path, bitrix_url: str) -> Config:
-    cfg = load_config(None)
-    ami = dataclasses.replace(cfg.asterisk.ami, port=1, reconnect_max_delay=1)
-    sinks = dataclasses.replace(
-        cfg.sinks,
-        console=dataclasses.replace(cfg.sinks.console, enabled=False),
+    cfg = with_sinks(
+        offline_config(tmp),
         bitrix24=Bitrix24Config(
             enabled=True,
             webhook_url=bitrix_url,
@@ -69,27 +65,14 @@ def config(tmp: Path, bitrix_url: str) -> Config:
         ),
     )
     return dataclasses.replace(
-        cfg,
-        asterisk=dataclasses.replace(cfg.asterisk, ami=ami),
-        sinks=sinks,
-        http=HttpConfig(port=0),
-        storage=dataclasses.replace(cfg.storage, dir=str(tmp)),
-        directory=DirectoryConfig({"103": EmployeeConfig(name="Секретарь", telegram_chat_id="303")}),
+        cfg, directory=DirectoryConfig({"103": EmployeeConfig(name="Секретарь", telegram_chat_id="303")})
     )
 
 
 @contextlib.asynccontextmanager
 async def running(cfg: Config) -> AsyncIterator[tuple[App, str]]:
-    app = App(cfg)
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.run(stop))
-    await until(lambda: app.http_server is not None and app.http_server.port != 0, interval=0.01)
-    assert app.http_server is not None
-    try:
-        yield app, f"http://127.0.0.1:{app.http_server.port}{cfg.sinks.bitrix24.events_path}"
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
+    async with running_app(cfg) as app:
+        yield app, base_url(app) + cfg.sinks.bitrix24.events_path
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ says so in /status — so the HTTP side is exercised without the lab."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import random
@@ -19,9 +18,8 @@ import pytest
 from bridge.app import App
 from bridge.calls.records import sign
 from bridge.config import Bitrix24Config, Config, HttpConfig, NovofonConfig, SmsConfig, TelegramConfig
-from bridge.config import load as load_config
 from tests.fakes.telegram import TOKEN, FakeTelegram
-from tests.helpers import until
+from tests.helpers import base_url, offline_config, running_app, until, with_sinks
 
 SECRET = "novofon-api-secret"
 GROUP = "-1009000000001"
@@ -59,12 +57,14 @@ SMS = {
 
 
 def config(tmp: Path, tg_url: str | None = None, sms_token: str = "") -> Config:
-    cfg = load_config(None)
-    ami = dataclasses.replace(cfg.asterisk.ami, port=1, reconnect_max_delay=1)  # nobody there
-    sinks = dataclasses.replace(cfg.sinks, console=dataclasses.replace(cfg.sinks.console, enabled=False))
+    cfg = offline_config(
+        tmp,
+        http=HttpConfig(port=0, max_body_kb=8),
+        novofon=NovofonConfig(api_secret=SECRET, sms_token=sms_token),
+    )
     if tg_url:
-        sinks = dataclasses.replace(
-            sinks,
+        cfg = with_sinks(
+            cfg,
             telegram=TelegramConfig(
                 enabled=True,
                 token=TOKEN,
@@ -74,30 +74,13 @@ def config(tmp: Path, tg_url: str | None = None, sms_token: str = "") -> Config:
                 bot_updates="off",
             ),
         )
-    return dataclasses.replace(
-        cfg,
-        asterisk=dataclasses.replace(cfg.asterisk, ami=ami),
-        sinks=sinks,
-        storage=dataclasses.replace(cfg.storage, dir=str(tmp)),
-        http=HttpConfig(port=0, max_body_kb=8),
-        novofon=NovofonConfig(api_secret=SECRET, sms_token=sms_token),
-        outbox=dataclasses.replace(cfg.outbox, retry_base=0.05, retry_cap=0.2),
-    )
+    return cfg
 
 
 @contextlib.asynccontextmanager
 async def daemon(cfg: Config) -> AsyncIterator[tuple[App, str, aiohttp.ClientSession]]:
-    app = App(cfg)
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.run(stop))
-    assert app.http_server is not None
-    await until(lambda: app.http_server is not None and app.http_server.port != 0, timeout=5, interval=0.01)
-    async with aiohttp.ClientSession() as session:
-        try:
-            yield app, f"http://127.0.0.1:{app.http_server.port}", session
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 20)
+    async with running_app(cfg) as app, aiohttp.ClientSession() as session:
+        yield app, base_url(app), session
 
 
 def stored(app: App) -> int:

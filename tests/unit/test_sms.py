@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -13,13 +11,12 @@ from pathlib import Path
 import aiohttp
 
 from bridge.app import App
-from bridge.config import Config, HttpConfig, SmsConfig, TelegramConfig
-from bridge.config import load as load_config
+from bridge.config import Config, SmsConfig, TelegramConfig
 from bridge.outbox.store import State
 from tests.fakes.base import Fault
 from tests.fakes.smsc import LOGIN, PASSWORD, FakeSmsc
 from tests.fakes.telegram import TOKEN, FakeTelegram
-from tests.helpers import until
+from tests.helpers import base_url, offline_config, running_app, until, with_sinks
 from tests.transcripts import replay
 
 GROUP = "-1004440000001"
@@ -27,11 +24,8 @@ SECRET = "smsc-callback-secret"
 
 
 def config(tmp: Path, smsc_url: str, tg_url: str, password: str = PASSWORD) -> Config:
-    cfg = load_config(None)
-    ami = dataclasses.replace(cfg.asterisk.ami, port=1, reconnect_max_delay=1)
-    sinks = dataclasses.replace(
-        cfg.sinks,
-        console=dataclasses.replace(cfg.sinks.console, enabled=False),
+    return with_sinks(
+        offline_config(tmp),
         telegram=TelegramConfig(
             enabled=True, token=TOKEN, api_url=tg_url, group_chats=[GROUP], bot_updates="off"
         ),
@@ -44,28 +38,12 @@ def config(tmp: Path, smsc_url: str, tg_url: str, password: str = PASSWORD) -> C
             callback_secret=SECRET,
         ),
     )
-    return dataclasses.replace(
-        cfg,
-        asterisk=dataclasses.replace(cfg.asterisk, ami=ami),
-        sinks=sinks,
-        http=HttpConfig(port=0),
-        storage=dataclasses.replace(cfg.storage, dir=str(tmp)),
-        outbox=dataclasses.replace(cfg.outbox, retry_base=0.05, retry_cap=0.1),
-    )
 
 
 @contextlib.asynccontextmanager
 async def running(cfg: Config) -> AsyncIterator[tuple[App, str]]:
-    app = App(cfg)
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.run(stop))
-    await until(lambda: app.http_server is not None and app.http_server.port != 0, interval=0.01)
-    assert app.http_server is not None
-    try:
-        yield app, f"http://127.0.0.1:{app.http_server.port}"
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
+    async with running_app(cfg) as app:
+        yield app, base_url(app)
 
 
 @contextlib.asynccontextmanager

@@ -2,54 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 
-from bridge.app import App
 from bridge.config import Config, DirectoryConfig, EmployeeConfig, HttpConfig, TelegramConfig
-from bridge.config import load as load_config
 from bridge.telegram_bot import TEXT_BAD_CODE, TEXT_LINKED, TEXT_UNKNOWN
 from tests.fakes.telegram import TOKEN, FakeTelegram
-from tests.helpers import until
+from tests.helpers import offline_config, running_app, until, with_sinks
 
 GROUP = "-1005550000001"
 
 
 def config(tmp: Path, tg_url: str) -> Config:
-    cfg = load_config(None)
-    ami = dataclasses.replace(cfg.asterisk.ami, port=1, reconnect_max_delay=1)
-    sinks = dataclasses.replace(
-        cfg.sinks,
-        console=dataclasses.replace(cfg.sinks.console, enabled=False),
+    cfg = with_sinks(
+        offline_config(tmp, http=HttpConfig(enabled=False)),
         telegram=TelegramConfig(enabled=True, token=TOKEN, api_url=tg_url, group_chats=[GROUP]),
     )
     return dataclasses.replace(
         cfg,
-        asterisk=dataclasses.replace(cfg.asterisk, ami=ami),
-        sinks=sinks,
-        http=HttpConfig(enabled=False),
-        storage=dataclasses.replace(cfg.storage, dir=str(tmp)),
         directory=DirectoryConfig(
             {"101": EmployeeConfig(name="Иван"), "102": EmployeeConfig(name="Пётр", telegram_chat_id="902")}
         ),
     )
 
 
-@contextlib.asynccontextmanager
-async def running(cfg: Config) -> AsyncIterator[App]:
-    app = App(cfg)
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.run(stop))
-    try:
-        yield app
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
+running = running_app
 
 
 def replies(tg: FakeTelegram, chat: str) -> list[str]:
