@@ -496,7 +496,8 @@ exten => talk,1,Wait(${IF($["${TALK}" = ""]?2:${TALK})})
         for inst in INSTANCES:
             self.stop(inst)
         # Instances left over by an earlier run that died without cleaning up.
-        subprocess.run(["pkill", "-9", "-f", "^/usr/sbin/asterisk -C /lab/"], check=False)
+        if shutil.which("pkill"):  # procps may be absent on a minimal machine
+            subprocess.run(["pkill", "-9", "-f", "^/usr/sbin/asterisk -C /lab/"], check=False)
         for inst in INSTANCES:
             if (self.host_path(inst, "run", "asterisk.ctl")).exists():
                 subprocess.run(

@@ -30,13 +30,22 @@ def _log(msg: str) -> None:
     print(f"[lab] {msg}", file=sys.stderr, flush=True)
 
 
-def _ensure_debootstrap() -> None:
-    if shutil.which("debootstrap"):
-        return
+def _debootstrap() -> str | None:
+    return shutil.which("debootstrap") or shutil.which("debootstrap", path="/usr/sbin:/sbin")
+
+
+def _ensure_debootstrap() -> str:
+    found = _debootstrap()
+    if found:
+        return found
     _log("installing debootstrap (apt-get)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(["apt-get", "install", "-y", "-qq", "debootstrap"], check=True, env=env)
+    found = _debootstrap()
+    if not found:
+        raise SystemExit("debootstrap is still missing after apt-get install")
+    return found
 
 
 def provision(cache: Path | None = None) -> Path:
@@ -50,12 +59,12 @@ def provision(cache: Path | None = None) -> Path:
             return root
         if os.geteuid() != 0:
             raise SystemExit("the Asterisk lab needs root (debootstrap, chroot, mount)")
-        _ensure_debootstrap()
+        debootstrap = _ensure_debootstrap()
         tmp = cache / "rootfs.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         _log(f"debootstrap Debian sid with Asterisk into {tmp} (about a minute)")
         subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "sid", str(tmp), MIRROR],
+            [debootstrap, "--variant=minbase", f"--include={PACKAGES}", "sid", str(tmp), MIRROR],
             check=True,
             stdout=subprocess.DEVNULL,
         )
