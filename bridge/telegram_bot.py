@@ -25,7 +25,7 @@ from bridge.jobs import Jobs
 from bridge.outbox.store import OutboxStore
 from bridge.sinks.base import PermanentFailure, RetryLater
 from bridge.sinks.http import Http
-from bridge.sinks.telegram import TelegramSettings
+from bridge.sinks.telegram import CALLBACK_STATE, TelegramSettings
 
 log = structlog.get_logger("bridge.telegram_bot")
 
@@ -42,8 +42,6 @@ TEXT_NOT_LINKED = "Сначала привяжите свой внутренни
 TEXT_CALLING = "Звоним: сначала вам ({ext}), затем клиенту"
 LINE_CALLING = "↩️ Перезванивает сотрудник {ext}"
 LINE_FAILED = "↩️ Не удалось перезвонить: {reason}"
-LINE_RESULT = "↩️ Перезвонили ({ext}): {disposition}, разговор {duration}"
-CALLBACK_STATE = "telegram-callback"  # sink_state: out_<chan> -> the message the button was on
 
 
 class TelegramBot:

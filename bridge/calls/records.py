@@ -66,7 +66,6 @@ FIELDS: dict[Event, tuple[str, ...]] = {
         "message",
     ),
 }
-CALL_EVENTS = frozenset(e for e in Event if e is not Event.SMS)
 
 
 class Disposition(enum.StrEnum):

@@ -32,6 +32,8 @@ log = structlog.get_logger("bridge.telegram")
 
 MAX_TEXT = 4096
 RECORDING_WAIT_ATTEMPTS = 6  # MixMonitor closes the file just after the hangup; wait a little
+CALLBACK_STATE = "telegram-callback"  # sink_state: out_<chan> -> the message «Перезвонить» was on
+LINE_RESULT = "↩️ Перезвонили ({ext}): {disposition}, разговор {duration}"
 
 
 @dataclass(frozen=True)
@@ -243,14 +245,14 @@ class TelegramSink:
 
     async def _callback_result(self, r: CallRecord) -> None:
         """This call was a «Перезвонить» press: say how it went under the missed call."""
-        raw = self._store.get_state("telegram-callback", r.pbx_call_id)
+        raw = self._store.get_state(CALLBACK_STATE, r.pbx_call_id)
         if raw is None:
             return
         origin = json.loads(raw)
         if origin.get("done") or not origin.get("chat_id") or not origin.get("message_id"):
             return
         f = r.fields
-        line = "↩️ Перезвонили ({ext}): {disposition}, разговор {duration}".format(
+        line = LINE_RESULT.format(
             ext=html.escape(str(origin.get("extension", ""))),
             disposition=DISPOSITIONS_RU.get(f["disposition"], f["disposition"]),
             duration=_fmt_duration(f["duration"]),
@@ -272,7 +274,7 @@ class TelegramSink:
                 raise RetryLater(str(e), e.retry_after) from None
             log.warning("telegram.callback_result_not_shown", error=str(e))
         origin["done"] = True
-        self._store.set_state("telegram-callback", r.pbx_call_id, json.dumps(origin, ensure_ascii=False))
+        self._store.set_state(CALLBACK_STATE, r.pbx_call_id, json.dumps(origin, ensure_ascii=False))
 
     def _markup(self, view: dict[str, Any], pbx_call_id: str) -> dict[str, Any] | None:
         """The «Перезвонить» button under a missed inbound call from a real number."""
