@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bridge.calls.tracker import Tracker  # noqa: E402
-from bridge.sources.ami_events import WANTED, to_channel_event  # noqa: E402
-from bridge.sources.ami_protocol import AmiProtocol  # noqa: E402
+from bridge.pbx.ami_events import WANTED, to_channel_event  # noqa: E402
+from bridge.pbx.ami_protocol import AmiProtocol  # noqa: E402
 
 TRANSCRIPTS = ROOT / "tests" / "transcripts"
 CHUNK = 4096

@@ -33,12 +33,12 @@ from ami_bench import _ID, _calls  # noqa: E402
 
 from bridge.calls.records import CallRecord  # noqa: E402
 from bridge.calls.tracker import Tracker  # noqa: E402
+from bridge.http.client import Http  # noqa: E402
+from bridge.integrations.novofon.webhook_sink import WebhookSink  # noqa: E402
 from bridge.outbox.dispatcher import Dispatcher, RetryPolicy  # noqa: E402
 from bridge.outbox.store import Delivery, OutboxStore  # noqa: E402
-from bridge.sinks.http import Http  # noqa: E402
-from bridge.sinks.webhook import WebhookSink  # noqa: E402
-from bridge.sources.ami_events import WANTED, to_channel_event  # noqa: E402
-from bridge.sources.ami_protocol import AmiProtocol  # noqa: E402
+from bridge.pbx.ami_events import WANTED, to_channel_event  # noqa: E402
+from bridge.pbx.ami_protocol import AmiProtocol  # noqa: E402
 
 SECRET = "bench-secret"
 

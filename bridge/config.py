@@ -13,13 +13,17 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from bridge.calls.records import Event
-from bridge.sinks.bitrix24 import BitrixApp
-from bridge.sinks.telegram import TelegramTemplates
+from bridge.errors import SettingsError
+from bridge.integrations.bitrix24.settings import Bitrix24Settings
+from bridge.integrations.local.settings import ConsoleSettings, JsonlSettings
+from bridge.integrations.novofon.settings import NovofonSettings, WebhookSettings, validate_webhooks
+from bridge.integrations.smsc.settings import SmsSettings
+from bridge.integrations.telegram.settings import TelegramSettings
 
 DEFAULT_PATH = Path("/etc/novofon-bridge/config.yaml")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -77,85 +81,13 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
-class JsonlSinkConfig:
-    enabled: bool = True
-    path: str = ""  # default: <storage.dir>/records.jsonl
-
-
-@dataclass(frozen=True)
-class ConsoleSinkConfig:
-    enabled: bool = True
-
-
-@dataclass(frozen=True)
-class TelegramConfig:
-    enabled: bool = False
-    token: str = field(default="", repr=False)
-    api_url: str = "https://api.telegram.org"
-    group_chats: list[str] = field(default_factory=list)
-    sms_chats: list[str] = field(default_factory=list)
-    bot_updates: Literal["polling", "webhook", "off"] = "polling"
-    webhook_url: str = ""  # bot_updates: webhook -> Telegram posts updates here (https, public)
-    webhook_secret: str = field(default="", repr=False)
-    callback_button: bool = True
-    send_recordings: bool = True
-    max_upload_mb: float = 50.0
-    per_chat_rate: float = 1.0
-    group_per_minute: float = 20.0
-    global_rate: float = 30.0
-    templates: TelegramTemplates = field(default_factory=TelegramTemplates)
-
-
-@dataclass(frozen=True)
-class Bitrix24Config:
-    enabled: bool = False
-    webhook_url: str = field(default="", repr=False)
-    app: BitrixApp = field(default_factory=BitrixApp)
-    default_user_id: str = ""
-    crm_create: bool = True
-    show_card: bool = True
-    attach_recordings: bool = True
-    rate: float = 2.0
-    burst: float = 50.0
-    # Bitrix24 -> us: outgoing webhook / application events (employee sync, click-to-call).
-    application_token: str = field(default="", repr=False)
-    events_path: str = "/api/bitrix/webhook"
-    sync_interval: float = 3600.0
-    telegram_field: str = ""
-
-
-@dataclass(frozen=True)
-class WebhookConfig:
-    url: str = ""
-    name: str = ""
-    secret: str = field(default="", repr=False)
-    events: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class SmsConfig:
-    enabled: bool = False
-    api_url: str = "https://smsc.ru/sys/send.php"
-    login: str = ""
-    password: str = field(default="", repr=False)
-    api_key: str = field(default="", repr=False)
-    sender: str = ""
-    template: str = "Здравствуйте! Мы пропустили ваш звонок на {line} и перезвоним вам. {company}"
-    company: str = ""
-    per_number_interval: float = 86400.0
-    # /smsc callback (delivery statuses, incoming SMS): checks md5/sha1("id:phone:status:<secret>").
-    callback_secret: str = field(default="", repr=False)
-    callback_hash: Literal["md5", "sha1"] = "md5"
-
-
-@dataclass(frozen=True)
 class SinksConfig:
-    jsonl: JsonlSinkConfig = field(default_factory=JsonlSinkConfig)
-    console: ConsoleSinkConfig = field(default_factory=ConsoleSinkConfig)
-    telegram: TelegramConfig = field(default_factory=TelegramConfig)
-    bitrix24: Bitrix24Config = field(default_factory=Bitrix24Config)
-    webhooks: list[WebhookConfig] = field(default_factory=list)
-    sms: SmsConfig = field(default_factory=SmsConfig)
+    jsonl: JsonlSettings = field(default_factory=JsonlSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    telegram: TelegramSettings = field(default_factory=TelegramSettings)
+    bitrix24: Bitrix24Settings = field(default_factory=Bitrix24Settings)
+    webhooks: list[WebhookSettings] = field(default_factory=list)
+    sms: SmsSettings = field(default_factory=SmsSettings)
 
 
 @dataclass(frozen=True)
@@ -177,12 +109,6 @@ class HttpConfig:
     bind: str = "127.0.0.1"
     port: int = 2613
     max_body_kb: int = 64
-
-
-@dataclass(frozen=True)
-class NovofonConfig:
-    api_secret: str = field(default="", repr=False)
-    sms_token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -213,7 +139,7 @@ class Config:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     directory: DirectoryConfig = field(default_factory=DirectoryConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
-    novofon: NovofonConfig = field(default_factory=NovofonConfig)
+    novofon: NovofonSettings = field(default_factory=NovofonSettings)
     cli: CliConfig = field(default_factory=CliConfig)
     source: str = "<defaults>"
 
@@ -382,91 +308,39 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f, f"pbx.lines.{did}", "expected the DID as digits only, e.g. 74951234567")
 
 
-def _url(f: str, key: str, value: str) -> None:
-    if not re.match(r"^https?://[^/\s]+", value):
-        raise ConfigError(f, key, f"expected an http(s):// URL, got {value[:40]!r}")
-
-
 def _validate_sinks(cfg: Config) -> None:
-    f, tg, bx = cfg.source, cfg.sinks.telegram, cfg.sinks.bitrix24
-    if tg.enabled:
-        if not re.fullmatch(r"\d+:[\w-]{20,}", tg.token):
-            raise ConfigError(
-                f,
-                "sinks.telegram.token",
-                "expected the bot token from @BotFather (123456789:AA...), e.g. token: ${TELEGRAM_BOT_TOKEN}",
-            )
-        _url(f, "sinks.telegram.api_url", tg.api_url)
-        if not tg.group_chats and not any(e.telegram_chat_id for e in cfg.directory.employees.values()):
-            raise ConfigError(
-                f,
-                "sinks.telegram.group_chats",
-                "expected at least one chat id (group_chats, or directory.employees.*.telegram_chat_id), "
-                "or enabled: false",
-            )
-        if tg.bot_updates == "webhook":
-            if not tg.webhook_url.startswith("https://"):
-                raise ConfigError(
-                    f, "sinks.telegram.webhook_url", "Telegram delivers webhooks to https:// URLs only"
-                )
-            if not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", tg.webhook_secret):
-                raise ConfigError(
-                    f,
-                    "sinks.telegram.webhook_secret",
-                    "expected 16-256 characters A-Z a-z 0-9 _ - (Telegram's secret_token)",
-                )
-        for name in ("per_chat_rate", "group_per_minute", "global_rate", "max_upload_mb"):
-            if getattr(tg, name) <= 0:
-                raise ConfigError(f, f"sinks.telegram.{name}", "expected a positive number")
-    if bx.enabled:
-        if bx.webhook_url:
-            _url(f, "sinks.bitrix24.webhook_url", bx.webhook_url)
-        elif bx.app.portal_url:
-            _url(f, "sinks.bitrix24.app.portal_url", bx.app.portal_url)
-            for name in ("client_id", "client_secret", "refresh_token"):
-                if not getattr(bx.app, name):
-                    raise ConfigError(f, f"sinks.bitrix24.app.{name}", "required for the application mode")
-        else:
-            raise ConfigError(
-                f,
-                "sinks.bitrix24.webhook_url",
-                "expected the incoming webhook URL (https://PORTAL/rest/USER_ID/CODE/) or an app: section",
-            )
-        if not bx.events_path.startswith("/") or bx.events_path in ("/call", "/sms", "/status", "/healthz"):
-            raise ConfigError(
-                f, "sinks.bitrix24.events_path", "expected a path of its own, e.g. /api/bitrix/webhook"
-            )
-        if bx.sync_interval < 0:
-            raise ConfigError(
-                f, "sinks.bitrix24.sync_interval", "expected seconds >= 0 (0: no periodic sync)"
-            )
-        if bx.rate <= 0 or bx.burst < 1:
-            raise ConfigError(f, "sinks.bitrix24.rate", "expected rate > 0 and burst >= 1")
-    sms = cfg.sinks.sms
-    if sms.enabled:
-        _url(f, "sinks.sms.api_url", sms.api_url)
-        if not sms.api_key and not (sms.login and sms.password):
-            raise ConfigError(
-                f, "sinks.sms.login", "expected login + password, or api_key, for the SMS gateway"
-            )
+    """Each integration validates its own settings; the key it names is put under its section."""
+    s = cfg.sinks
+    has_employee_chats = any(e.telegram_chat_id for e in cfg.directory.employees.values())
+    checks: list[tuple[str, typing.Callable[[], None]]] = [
+        ("sinks.telegram", lambda: s.telegram.validate(has_employee_chats)),
+        ("sinks.bitrix24", s.bitrix24.validate),
+        ("sinks.sms", s.sms.validate),
+        ("sinks.webhooks", lambda: validate_webhooks(s.webhooks)),
+    ]
+    for section, check in checks:
         try:
-            sms.template.format(line="", company="")
-        except (KeyError, IndexError, ValueError) as e:
+            check()
+        except SettingsError as e:
+            sep = "" if e.key.startswith("[") else "."
+            raise ConfigError(cfg.source, f"{section}{sep}{e.key}", e.problem) from None
+    _validate_paths(cfg)
+
+
+def _validate_paths(cfg: Config) -> None:
+    """Each HTTP path has one owner: a configured path may not shadow another route."""
+    taken = {p: "a built-in route" for p in ("/call", "/sms", "/smsc", "/status", "/healthz")}
+    b, t = cfg.sinks.bitrix24, cfg.sinks.telegram
+    if b.enabled:
+        taken[b.events_path] = "sinks.bitrix24.events_path"
+    if t.enabled and t.bot_updates == "webhook":
+        path = urlparse(t.webhook_url).path or "/telegram"
+        if path in taken:
             raise ConfigError(
-                f, "sinks.sms.template", f"only {{line}} and {{company}} can be used ({e})"
-            ) from None
-    names = set()
-    known = {e.value for e in Event}
-    for i, hook in enumerate(cfg.sinks.webhooks):
-        key = f"sinks.webhooks[{i}]"
-        _url(f, f"{key}.url", hook.url)
-        for ev in hook.events:
-            if ev not in known:
-                raise ConfigError(f, f"{key}.events", f"unknown event {ev!r} (expected NOTIFY_START, ...)")
-        name = hook.name or f"webhook{i + 1}"
-        if name in names:
-            raise ConfigError(f, f"{key}.name", f"duplicate webhook name {name!r}")
-        names.add(name)
+                cfg.source,
+                "sinks.telegram.webhook_url",
+                f"its path {path} is already served ({taken[path]}): give the bot a path of its own",
+            )
 
 
 def load(path: str | Path | None = None, env: typing.Mapping[str, str] | None = None) -> Config:

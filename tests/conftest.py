@@ -13,7 +13,7 @@ import pytest
 from bridge import config as config_mod
 from bridge.app import App
 from bridge.config import Config
-from bridge.sources.ami import AmiConnection
+from bridge.pbx.ami import AmiConnection
 from tests.helpers import MemorySink
 from tests.lab import lab as lab_mod
 from tests.lab.calls import open_instance

@@ -14,7 +14,16 @@ from bridge.app import App
 from bridge.calls.records import CallRecord
 from bridge.config import Config, HttpConfig
 from bridge.config import load as load_config
-from bridge.outbox.store import Delivery
+from bridge.directory import Directory
+from bridge.http.client import Http
+from bridge.integrations.bitrix24.client import BitrixClient
+from bridge.integrations.bitrix24.settings import Bitrix24Settings
+from bridge.integrations.bitrix24.sink import Bitrix24Sink
+from bridge.integrations.telegram.api import TelegramApi
+from bridge.integrations.telegram.settings import TelegramSettings
+from bridge.integrations.telegram.sink import TelegramSink
+from bridge.outbox.state import StateStore
+from bridge.outbox.store import Delivery, OutboxStore
 
 T = TypeVar("T")
 
@@ -116,3 +125,18 @@ async def running_app(cfg: Config) -> AsyncIterator[App]:
 def base_url(app: App) -> str:
     assert app.http_server is not None
     return f"http://127.0.0.1:{app.http_server.port}"
+
+
+def telegram_sink(
+    settings: TelegramSettings, http: Http, store: OutboxStore, directory: Directory
+) -> TelegramSink:
+    """The Telegram sink as the integration builds it (its own API client, typed state)."""
+    return TelegramSink(settings, TelegramApi(settings, http), StateStore(store.db), directory)
+
+
+def bitrix_sink(
+    settings: Bitrix24Settings, http: Http, store: OutboxStore, directory: Directory
+) -> Bitrix24Sink:
+    """The Bitrix24 sink as the integration builds it (its own REST client, typed state)."""
+    state = StateStore(store.db)
+    return Bitrix24Sink(settings, BitrixClient(settings, http, state), state, directory, "Europe/Moscow")

@@ -8,8 +8,8 @@ from pathlib import Path
 from bridge.calls.events import ChannelEvent
 from bridge.calls.records import CallRecord
 from bridge.calls.tracker import Tracker, TrackerSettings
-from bridge.sources.ami_events import to_channel_event
-from bridge.sources.ami_protocol import AmiMessage, Framer, parse_message
+from bridge.pbx.ami_events import to_channel_event
+from bridge.pbx.ami_protocol import AmiMessage, Framer, parse_message
 
 DIR = Path(__file__).resolve().parent / "transcripts"
 NAMES = sorted(p.stem for p in DIR.glob("*.ami"))

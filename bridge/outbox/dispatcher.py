@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import structlog
 
+from bridge.errors import PermanentFailure, RetryLater
+from bridge.outbox.sink import Sink
 from bridge.outbox.store import Delivery, OutboxStore
-from bridge.sinks.base import PermanentFailure, RetryLater, Sink
 
 log = structlog.get_logger("bridge.outbox")
 
@@ -92,7 +93,7 @@ class Dispatcher:
             next_at = self.store.next_due_at(sink.name)
             timeout = IDLE_CHECK if next_at is None else min(IDLE_CHECK, max(0.0, next_at - time.time()))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):  # not wait_for: see sources/ami.py
+                async with asyncio.timeout(timeout):  # not wait_for: see pbx/ami.py
                     await wake.wait()
 
     async def _attempt(self, sink: Sink, d: Delivery) -> bool:

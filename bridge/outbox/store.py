@@ -2,7 +2,7 @@
 
 Each (record, sink) pair is one delivery with its own state, attempts, next try time and last
 error. Sinks keep the little state they need to be idempotent (Telegram message ids, Bitrix24
-CALL_IDs) in ``sink_state``, in the same database.
+CALL_IDs) in the same database, through ``bridge.outbox.state``.
 
 All calls are synchronous and short (a few hundred microseconds in WAL mode): they run on the event
 loop, which keeps the ordering simple — a record is committed in the same loop step that produced it.
@@ -48,13 +48,6 @@ CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries(state, done_at);
 CREATE TABLE IF NOT EXISTS inbound_seen (
     key        TEXT PRIMARY KEY,
     created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sink_state (
-    sink  TEXT NOT NULL,
-    key   TEXT NOT NULL,
-    value TEXT NOT NULL,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (sink, key)
 );
 """
 
@@ -260,21 +253,9 @@ class OutboxStore:
             )
         return n
 
-    # -- sink state --------------------------------------------------------------------------
-    def get_state(self, sink: str, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM sink_state WHERE sink=? AND key=?", (sink, key)).fetchone()
-        return None if row is None else str(row[0])
-
-    def set_state(self, sink: str, key: str, value: str) -> None:
-        self.db.execute(
-            "INSERT INTO sink_state(sink, key, value, updated_at) VALUES (?,?,?,?)"
-            " ON CONFLICT(sink, key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
-            (sink, key, value, time.time()),
-        )
-
-    def purge_state(self, older_than: float) -> int:
-        self.db.execute("DELETE FROM inbound_seen WHERE created_at < ?", (older_than,))
-        return self.db.execute("DELETE FROM sink_state WHERE updated_at < ?", (older_than,)).rowcount
+    def purge_seen(self, older_than: float) -> int:
+        """Forget inbound dedupe keys older than ``older_than``."""
+        return self.db.execute("DELETE FROM inbound_seen WHERE created_at < ?", (older_than,)).rowcount
 
     def _tx(self) -> _Tx:
         return _Tx(self.db)

@@ -91,6 +91,9 @@ class FakeTelegram(FakeServer):
         self.answers: list[dict[str, Any]] = []  # answerCallbackQuery payloads
         self.updates: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.webhook: dict[str, Any] | None = None
+        self.method_faults: dict[str, list[Fault]] = {}  # method -> faults for its next calls
+        self.too_early: list[tuple[str, float]] = []  # (chat, seconds early): a closed chat was hit
+        self._closed_until: dict[str, float] = {}
         self._update_ids = itertools.count(1)
         self._ids = itertools.count(100)
         self.app.router.add_post("/bot{token}/{method}", self.handle)
@@ -109,6 +112,16 @@ class FakeTelegram(FakeServer):
         else:
             form = await request.post()
             data = {k: v for k, v in form.items()}
+        chat_id = str(data.get("chat_id", ""))
+        now = asyncio.get_running_loop().time()
+        if chat_id and self._closed_until.get(chat_id, 0) > now:  # Telegram escalates; tests fail
+            self.too_early.append((chat_id, self._closed_until[chat_id] - now))
+        if self.method_faults.get(method):
+            fault = self.method_faults[method].pop(0)
+            retry_after = (fault.body or {}).get("parameters", {}).get("retry_after")
+            if fault.status == 429 and chat_id and retry_after:
+                self._closed_until[chat_id] = now + float(retry_after)
+            return web.json_response(fault.body, status=fault.status)
         if method == "getUpdates":
             return await self._get_updates(data)
         if method in ("setWebhook", "deleteWebhook"):
@@ -217,6 +230,10 @@ class FakeTelegram(FakeServer):
                 }
             }
         )
+
+    def fail_method(self, method: str, *faults: Fault) -> None:
+        """The next calls of ``method`` fail with ``faults`` (a 429 closes that chat as Telegram does)."""
+        self.method_faults.setdefault(method, []).extend(faults)
 
     def texts(self, chat: str) -> list[str]:
         return list(self.chats.get(chat, {}).values())

@@ -9,7 +9,7 @@ import pytest
 
 from bridge.app import App
 from bridge.calls.records import CallRecord
-from bridge.sources.ami import AmiConnection
+from bridge.pbx.ami import AmiConnection
 from tests.conftest import arx
 from tests.helpers import MemorySink
 from tests.lab import lab as L

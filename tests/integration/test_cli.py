@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.app import App
-from bridge.sources.ami import AmiConnection, AmiSettings
+from bridge.pbx.ami import AmiConnection, AmiSettings
 from tests.conftest import REPO, lab_env
 from tests.helpers import MemorySink
 from tests.lab import lab as L

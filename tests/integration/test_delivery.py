@@ -20,16 +20,12 @@ import pytest
 import yaml
 
 from bridge.app import App
-from bridge.config import (
-    Bitrix24Config,
-    Config,
-    DirectoryConfig,
-    EmployeeConfig,
-    TelegramConfig,
-    WebhookConfig,
-)
+from bridge.config import Config, DirectoryConfig, EmployeeConfig
+from bridge.integrations.bitrix24.settings import Bitrix24Settings
+from bridge.integrations.novofon.settings import WebhookSettings
+from bridge.integrations.telegram.settings import TelegramSettings
 from bridge.outbox.store import OutboxStore, State
-from bridge.sources.ami import AmiConnection
+from bridge.pbx.ami import AmiConnection
 from tests.conftest import hangup_all, lab_config
 from tests.fakes.base import Fault
 from tests.fakes.bitrix import ExternalCall, FakeBitrix, query_limit
@@ -100,9 +96,9 @@ def config_with_fakes(lab: L.Lab, state: Path, f: Fakes) -> Config:
     sinks = dataclasses.replace(
         cfg.sinks,
         console=dataclasses.replace(cfg.sinks.console, enabled=False),
-        telegram=TelegramConfig(**tg),  # type: ignore[arg-type]
-        bitrix24=Bitrix24Config(**bx),  # type: ignore[arg-type]
-        webhooks=[WebhookConfig(**hook)],  # type: ignore[arg-type]
+        telegram=TelegramSettings(**tg),  # type: ignore[arg-type]
+        bitrix24=Bitrix24Settings(**bx),  # type: ignore[arg-type]
+        webhooks=[WebhookSettings(**hook)],  # type: ignore[arg-type]
     )
     outbox = dataclasses.replace(cfg.outbox, retry_base=0.2, retry_cap=1.0)
     employees = {ext: EmployeeConfig(**e) for ext, e in f.directory_yaml()["employees"].items()}  # type: ignore[attr-defined]

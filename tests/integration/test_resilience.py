@@ -16,9 +16,9 @@ import pytest
 
 from bridge.app import App
 from bridge.config import Config
+from bridge.errors import RetryLater
 from bridge.outbox.store import Delivery
-from bridge.sinks.base import RetryLater
-from bridge.sources.ami import AmiConnection
+from bridge.pbx.ami import AmiConnection
 from tests.conftest import REPO, hangup_all, lab_config, lab_env
 from tests.helpers import MemorySink, until
 from tests.integration.test_calls import CALLER_NORM
@@ -213,7 +213,7 @@ async def test_records_survive_a_stop_with_a_sink_down_and_go_out_after_restart(
     stop = asyncio.Event()
     task = asyncio.create_task(app.run(stop))
     await asyncio.wait_for(app.ami.connected.wait(), 20)
-    app._publish(produced)
+    app.publish(produced)
     await until(lambda: app.store.counts().get("jsonl", {}).get("delivered") == len(produced))
     stop.set()
     await asyncio.wait_for(task, 30)

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from bridge.app import App
-from bridge.config import DirectoryConfig, EmployeeConfig, TelegramConfig
-from bridge.sources.ami import AmiConnection
-from bridge.telegram_bot import TEXT_NOT_LINKED
+from bridge.config import DirectoryConfig, EmployeeConfig
+from bridge.integrations.telegram.bot import TEXT_NOT_LINKED
+from bridge.integrations.telegram.settings import TelegramSettings
+from bridge.pbx.ami import AmiConnection
 from tests.conftest import hangup_all, lab_config
 from tests.fakes.telegram import TOKEN, FakeTelegram
 from tests.helpers import until
@@ -35,7 +36,7 @@ async def test_missed_call_button_rings_the_employee_then_the_client(
         cfg,
         sinks=dataclasses.replace(
             cfg.sinks,
-            telegram=TelegramConfig(
+            telegram=TelegramSettings(
                 enabled=True, token=TOKEN, api_url=tg.url, group_chats=[GROUP], per_chat_rate=50
             ),
         ),

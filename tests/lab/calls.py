@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from bridge.sources.ami import AmiConnection, AmiSettings
+from bridge.pbx.ami import AmiConnection, AmiSettings
 from tests.lab import lab as L
 
 

@@ -78,3 +78,16 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_scalar_trunk_endpoint_becomes_a_list(tmp_path: Path) -> None:
     p = write(tmp_path, "asterisk:\n  trunk_endpoints: novofon2\n")
     assert config.load(p).asterisk.trunk_endpoints == ["novofon2"]
+
+
+def test_telegram_webhook_may_not_shadow_another_route(tmp_path: Path) -> None:
+    f = tmp_path / "config.yaml"
+    f.write_text(
+        "sinks:\n  telegram:\n    enabled: true\n"
+        "    token: '123456789:AAEfakeTokenForTheLabOnly_abcdefghij'\n"
+        "    group_chats: ['-100']\n    bot_updates: webhook\n"
+        "    webhook_url: https://pbx.example.ru/call\n    webhook_secret: abcdefghijklmnopqrstuvwxyz\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        config.load(f, env={})
+    assert e.value.key == "sinks.telegram.webhook_url" and "/call is already served" in str(e.value)

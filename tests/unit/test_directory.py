@@ -12,9 +12,10 @@ import aiohttp
 import pytest
 
 from bridge.app import App
-from bridge.cli import main
-from bridge.config import Bitrix24Config, Config, DirectoryConfig, EmployeeConfig
+from bridge.cli.main import main
+from bridge.config import Config, DirectoryConfig, EmployeeConfig
 from bridge.directory import Directory, Employee
+from bridge.integrations.bitrix24.settings import Bitrix24Settings
 from bridge.outbox.store import OutboxStore
 from tests.fakes.bitrix import FakeBitrix
 from tests.helpers import base_url, offline_config, running_app, until, with_sinks
@@ -56,7 +57,7 @@ def test_directory_basics(tmp_path: Path) -> None:
 def config(tmp: Path, bitrix_url: str) -> Config:
     cfg = with_sinks(
         offline_config(tmp),
-        bitrix24=Bitrix24Config(
+        bitrix24=Bitrix24Settings(
             enabled=True,
             webhook_url=bitrix_url,
             application_token=APP_TOKEN,

@@ -1,0 +1,140 @@
+"""The one Bitrix24 REST client: an incoming webhook or a local application (OAuth, refreshed
+tokens, single-flight), under the portal's leaky-bucket limit; answers classified into RetryLater /
+PermanentFailure (bridge.errors)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import structlog
+
+from bridge.errors import PermanentFailure, RetryLater
+from bridge.http.client import Http, transport_error
+from bridge.http.ratelimit import TokenBucket
+from bridge.integrations.bitrix24.settings import Bitrix24Settings
+from bridge.integrations.bitrix24.state import OAuthToken, load_token, save_token
+from bridge.outbox.state import StateStore
+
+log = structlog.get_logger("bridge.bitrix24")
+
+
+class BitrixError(Exception):
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(f"Bitrix24 {status} {error}: {description}")
+        self.status, self.error, self.description = status, error, description
+
+
+class BitrixClient:
+    """Bitrix24 REST over an incoming webhook or a local application (OAuth, refreshed tokens),
+    under the portal's leaky-bucket limit; answers classified into RetryLater / PermanentFailure."""
+
+    def __init__(self, settings: Bitrix24Settings, http: Http, state: StateStore) -> None:
+        self.s = settings
+        self._http = http
+        self._state = state
+        self._bucket = TokenBucket(settings.rate, settings.burst)
+        # Refresh tokens are one-time: two refreshes at once would leave one of them holding a
+        # spent token. Only one refresh runs; the others wait for it and use its result.
+        self._refresh_lock = asyncio.Lock()
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        """Call a REST method; return its ``result``."""
+        return (await self._request(method, params))["result"]
+
+    async def call_all(self, method: str, params: dict[str, Any], limit: int = 10_000) -> list[Any]:
+        """A list method, every page (Bitrix24 pages by 50 with ``start`` / ``next``)."""
+        out: list[Any] = []
+        start: int | None = 0
+        while start is not None and len(out) < limit:
+            body = await self._request(method, {**params, "start": start})
+            page = body["result"]
+            out.extend(page if isinstance(page, list) else [])
+            nxt = body.get("next")
+            start = int(nxt) if nxt is not None else None
+        return out
+
+    async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        for _ in range(2):  # the second pass only after refreshing an expired OAuth token
+            await self._bucket.acquire()
+            url, auth = await self._endpoint(method)
+            try:
+                async with self._http.session.post(url, json={**params, **auth}) as resp:
+                    status = resp.status
+                    try:
+                        body = await resp.json(content_type=None)
+                    except ValueError:
+                        body = {"error": "BAD_RESPONSE", "error_description": (await resp.text())[:200]}
+            except (aiohttp.ClientError, TimeoutError) as e:
+                raise transport_error(e) from None
+            if isinstance(body, dict) and "result" in body and status < 400:
+                return body
+            err = BitrixError(status, str(body.get("error", "")), str(body.get("error_description", "")))
+            if err.error == "expired_token" and self.s.app.portal_url:
+                await self._refresh(load_token(self._state))
+                continue
+            self._classify(err)
+        raise RetryLater("Bitrix24 kept rejecting a fresh OAuth token")
+
+    def _classify(self, e: BitrixError) -> None:
+        if e.error == "QUERY_LIMIT_EXCEEDED" or e.status == 503:
+            self._bucket.drain()
+            raise RetryLater(str(e), retry_after=1.0 / self.s.rate * 2)
+        if e.status >= 500 or e.status == 429:
+            raise RetryLater(str(e))
+        if e.error == "WRONG_AUTH_TYPE":
+            raise PermanentFailure(
+                f"{e} — this portal allows telephony only to applications: "
+                "configure sinks.bitrix24.app instead of webhook_url"
+            )
+        raise PermanentFailure(str(e))
+
+    async def _endpoint(self, method: str) -> tuple[str, dict[str, str]]:
+        if self.s.webhook_url:
+            return self.s.webhook_url.rstrip("/") + f"/{method}.json", {}
+        token = load_token(self._state)
+        if token is None or token.expires < time.time() + 30:
+            token = await self._refresh(token)
+        return self.s.app.portal_url.rstrip("/") + f"/rest/{method}.json", {"auth": token.access_token}
+
+    async def _refresh(self, stale: OAuthToken | None) -> OAuthToken:
+        """Single-flight: if another caller refreshed while we waited, use its token."""
+        async with self._refresh_lock:
+            current = load_token(self._state)
+            if current is not None and current.expires >= time.time() + 30:
+                refreshed_meanwhile = stale is None or current.access_token != stale.access_token
+                if refreshed_meanwhile:
+                    return current
+            return await self._refresh_now(current)
+
+    async def _refresh_now(self, current: OAuthToken | None) -> OAuthToken:
+        app = self.s.app
+        query = {
+            "grant_type": "refresh_token",
+            "client_id": app.client_id,
+            "client_secret": app.client_secret,
+            "refresh_token": current.refresh_token if current else app.refresh_token,
+        }
+        try:
+            async with self._http.session.get(app.oauth_url, params=query) as resp:
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise RetryLater(f"Bitrix24 OAuth refresh failed: {type(e).__name__}") from None
+        if not isinstance(body, dict) or "access_token" not in body:
+            error = body.get("error", "?") if isinstance(body, dict) else "?"
+            if error in ("invalid_grant", "invalid_client"):
+                raise PermanentFailure(
+                    f"Bitrix24 OAuth refused ({error}): reinstall the application or "
+                    "put a new refresh_token in sinks.bitrix24.app"
+                )
+            raise RetryLater(f"Bitrix24 OAuth refresh failed: {error}")
+        token = OAuthToken(
+            str(body["access_token"]),
+            str(body["refresh_token"]),
+            time.time() + float(body.get("expires_in", 3600)),
+        )
+        save_token(self._state, token)
+        log.info("bitrix24.token_refreshed")
+        return token

@@ -1,0 +1,193 @@
+"""Bitrix24 telephony: each call becomes an external call in the CRM, with its card and recording.
+
+Lifecycle per call (pbx_call_id -> Bitrix24 CALL_ID kept in the outbox ``sink_state``, so retries
+and restarts never register a call twice; EXTERNAL_CALL_ID = pbx_call_id as well):
+
+  inbound   first INTERNAL: register (TYPE 2) + show the card to each employee being rung;
+            ANSWER: hide it from those who did not answer; END: finish (DURATION, STATUS_CODE);
+  outbound  OUT_START: register (TYPE 1, card shown to the caller); OUT_END: finish;
+  RECORD    attachRecord (FILENAME + FILE_CONTENT) after finish.
+
+Two ways in: an incoming webhook URL, or a local application (OAuth with token refresh), because
+some portals now refuse register/finish from a webhook (WRONG_AUTH_TYPE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from bridge.calls.records import CallRecord, Event
+from bridge.directory import Directory
+from bridge.errors import PermanentFailure, RetryLater
+from bridge.integrations.bitrix24.client import BitrixClient
+from bridge.integrations.bitrix24.settings import Bitrix24Settings
+from bridge.integrations.bitrix24.state import BitrixCall, load_call, save_call
+from bridge.outbox.state import StateStore
+from bridge.outbox.store import Delivery
+
+log = structlog.get_logger("bridge.bitrix24")
+
+RECORDING_WAIT_ATTEMPTS = 6
+
+# Novofon disposition -> Bitrix24 STATUS_CODE.
+INBOUND_STATUS = {"answered": "200"}  # anything else inbound is a missed call
+OUTBOUND_STATUS = {
+    "answered": "200",
+    "busy": "486",
+    "no answer": "480",
+    "cancel": "603",
+    "failed": "503",
+    "unallocated number": "404",
+}
+
+
+class Bitrix24Sink:
+    name = "bitrix24"
+
+    def __init__(
+        self,
+        settings: Bitrix24Settings,
+        client: BitrixClient,
+        state: StateStore,
+        directory: Directory,
+        timezone: str,
+    ) -> None:
+        if not settings.webhook_url and not settings.app.portal_url:
+            raise ValueError("Bitrix24 needs webhook_url or app.portal_url")
+        self.s = settings
+        self._state = state
+        self._directory = directory
+        self.client = client
+        self._call = client.call
+        self._tz = ZoneInfo(timezone)
+
+    def _save(self, pbx_call_id: str, st: BitrixCall) -> None:
+        save_call(self._state, pbx_call_id, st)
+
+    def _user(self, ext: str) -> dict[str, str]:
+        user = self._directory.bitrix_user(ext)
+        if user:
+            return {"USER_ID": user}
+        if ext:
+            return {"USER_PHONE_INNER": ext}
+        if self.s.default_user_id:
+            return {"USER_ID": self.s.default_user_id}
+        raise PermanentFailure("no employee for this call: set sinks.bitrix24.default_user_id")
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def send(self, delivery: Delivery) -> None:
+        r = delivery.record
+        f, ev = r.fields, r.event
+        if ev is Event.SMS:
+            return  # not a call: Bitrix24 telephony has nothing to do with it
+        st = load_call(self._state, r.pbx_call_id)
+        if ev is Event.START:
+            return  # nobody to show the card to yet: registered at the first extension rung
+        if ev is Event.INTERNAL:
+            await self._register(r, st, f["internal"])
+            await self._show(r, st, f["internal"])
+        elif ev is Event.OUT_START:
+            await self._register(r, st, f["internal"])
+        elif ev is Event.ANSWER and r.meta.get("direction") == "in":
+            await self._hide(r, st, keep=f["internal"])
+        elif ev in (Event.END, Event.OUT_END):
+            await self._register(r, st, f["internal"])
+            await self._finish(r, st)
+            answered = f["disposition"] == "answered"  # the answerer keeps the card (the CRM form)
+            await self._hide(r, st, keep=f["internal"] if answered else None)
+        elif ev is Event.RECORD and self.s.attach_recordings:
+            await self._attach(r, st, delivery.attempts)
+
+    async def _register(self, r: CallRecord, st: BitrixCall, ext: str) -> None:
+        if st.call_id:
+            return
+        f = r.fields
+        inbound = r.meta.get("direction") == "in"
+        params = {
+            **self._user(ext),
+            "PHONE_NUMBER": f["caller_id"] if inbound else f["destination"],
+            "TYPE": "2" if inbound else "1",
+            "CALL_START_DATE": self._iso(f["call_start"]),
+            "CRM_CREATE": "1" if self.s.crm_create else "0",
+            "SHOW": "0" if inbound or not self.s.show_card else "1",
+            "EXTERNAL_CALL_ID": r.pbx_call_id,
+        }
+        if inbound and f.get("called_did"):
+            params["LINE_NUMBER"] = f["called_did"]
+        result = await self._call("telephony.externalcall.register", params)
+        st.call_id = result["CALL_ID"]
+        self._save(r.pbx_call_id, st)
+
+    async def _show(self, r: CallRecord, st: BitrixCall, ext: str) -> None:
+        user = self._directory.bitrix_user(ext)
+        if not self.s.show_card or not user or user in st.shown:
+            return
+        await self._call("telephony.externalcall.show", {"CALL_ID": st.call_id, "USER_ID": user})
+        st.shown.append(user)
+        self._save(r.pbx_call_id, st)
+
+    async def _hide(self, r: CallRecord, st: BitrixCall, keep: str | None) -> None:
+        keep_user = self._directory.bitrix_user(keep or "")
+        others = [u for u in st.shown if u != keep_user]
+        if not others:
+            return
+        await self._call("telephony.externalcall.hide", {"CALL_ID": st.call_id, "USER_ID": others})
+        st.shown = [u for u in st.shown if u == keep_user]
+        self._save(r.pbx_call_id, st)
+
+    async def _finish(self, r: CallRecord, st: BitrixCall) -> None:
+        if st.finished:
+            return
+        f = r.fields
+        table = INBOUND_STATUS if r.event is Event.END else OUTBOUND_STATUS
+        status = table.get(f["disposition"], "304" if r.event is Event.END else "OTHER")
+        params: dict[str, Any] = {
+            "CALL_ID": st.call_id,
+            **self._user(f["internal"]),
+            "DURATION": f["duration"],
+            "STATUS_CODE": status,
+        }
+        if status == "OTHER":
+            params["FAILED_REASON"] = f["disposition"]
+        await self._call("telephony.externalcall.finish", params)
+        st.finished = True
+        self._save(r.pbx_call_id, st)
+
+    async def _attach(self, r: CallRecord, st: BitrixCall, attempts: int) -> None:
+        if st.attached or not st.call_id:
+            return
+        if not r.meta.get("recording_file"):
+            return  # the daemon did not say where the file is (recordings_dir unset): nothing to attach
+        path = Path(r.meta["recording_file"])
+        if not path.is_file():
+            if attempts < RECORDING_WAIT_ATTEMPTS:
+                raise RetryLater(f"recording {path} is not there yet", retry_after=2.0 * (attempts + 1))
+            log.warning("bitrix24.recording_missing", file=str(path), pbx_call_id=r.pbx_call_id)
+            return
+        await self._call(
+            "telephony.externalCall.attachRecord",
+            {
+                "CALL_ID": st.call_id,
+                "FILENAME": path.name,
+                "FILE_CONTENT": await asyncio.to_thread(_base64_file, path),
+            },
+        )
+        st.attached = True
+        self._save(r.pbx_call_id, st)
+
+    def _iso(self, call_start: str) -> str:
+        return datetime.strptime(call_start, "%Y-%m-%d %H:%M:%S").replace(tzinfo=self._tz).isoformat()
+
+    async def close(self) -> None:
+        pass
+
+
+def _base64_file(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()

@@ -1,0 +1,48 @@
+"""What the Bitrix24 integration remembers, typed: per call (Bitrix24's CALL_ID, who was shown the
+card, what was done), and the OAuth token of the local application (a credential: never purged)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from bridge.outbox.state import Retention, StateStore
+
+OWNER = "bitrix24"
+
+
+@dataclass
+class BitrixCall:
+    call_id: str | None = None  # Bitrix24's CALL_ID for this call
+    shown: list[str] = field(default_factory=list)  # users who have the card open
+    finished: bool = False
+    attached: bool = False
+
+
+def load_call(state: StateStore, pbx_call_id: str) -> BitrixCall:
+    raw = state.get_json(OWNER, f"call:{pbx_call_id}")
+    return BitrixCall(**raw) if isinstance(raw, dict) else BitrixCall()
+
+
+def save_call(state: StateStore, pbx_call_id: str, call: BitrixCall) -> None:
+    state.put_json(OWNER, f"call:{pbx_call_id}", asdict(call))
+
+
+def seed_call(state: StateStore, pbx_call_id: str, bitrix_call_id: str) -> None:
+    """A call Bitrix24 registered itself (click-to-call): report on its CALL_ID, never a new one."""
+    save_call(state, pbx_call_id, BitrixCall(call_id=bitrix_call_id))
+
+
+@dataclass
+class OAuthToken:
+    access_token: str
+    refresh_token: str
+    expires: float
+
+
+def load_token(state: StateStore) -> OAuthToken | None:
+    raw = state.get_json(OWNER, "oauth")
+    return OAuthToken(**raw) if isinstance(raw, dict) else None
+
+
+def save_token(state: StateStore, token: OAuthToken) -> None:
+    state.put_json(OWNER, "oauth", asdict(token), Retention.CREDENTIAL)

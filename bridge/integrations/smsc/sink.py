@@ -1,0 +1,80 @@
+"""An SMS to the caller after a missed inbound call, through an SMSC-style HTTP API.
+
+Off by default. At most one SMS per number per ``per_number_interval`` (a client who calls five
+times in a row gets one message), remembered in the outbox's sink_state so a restart does not
+forget it. Answers use ``fmt=3`` (JSON) and ``charset=utf-8``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+import structlog
+
+from bridge.calls.numbers import pretty
+from bridge.calls.records import Event
+from bridge.errors import PermanentFailure, RetryLater
+from bridge.http.client import Http, transport_error
+from bridge.integrations.smsc.settings import SmsSettings
+from bridge.integrations.smsc.state import last_sent, remember_sent
+from bridge.outbox.state import StateStore
+from bridge.outbox.store import Delivery
+
+log = structlog.get_logger("bridge.sms")
+
+# SMSC error codes: which of them a later retry can fix.
+RETRYABLE = {4: "IP blocked for a while", 9: "too many requests"}
+
+
+class SmsSink:
+    name = "sms"
+
+    def __init__(self, settings: SmsSettings, http: Http, state: StateStore) -> None:
+        self.s = settings
+        self._http = http
+        self._state = state
+
+    def _wanted(self, f: dict[str, str]) -> str | None:
+        if f["event"] != Event.END.value or f.get("disposition") == "answered":
+            return None
+        number = f.get("caller_id", "")
+        return number if number.isdigit() and len(number) >= self.s.min_digits else None
+
+    async def send(self, delivery: Delivery) -> None:
+        f = delivery.record.fields
+        number = self._wanted(f)
+        if number is None:
+            return
+        last = last_sent(self._state, number)
+        if last is not None and time.time() - last < self.s.per_number_interval:
+            log.info("sms.skipped_recently_sent", number=number)
+            return
+        line = delivery.record.meta.get("line_name") or pretty(f.get("called_did", ""))
+        text = self.s.template.format(line=line, company=self.s.company).strip()
+        params: dict[str, Any] = {"phones": number, "mes": text, "fmt": "3", "charset": "utf-8"}
+        if self.s.api_key:
+            params["apikey"] = self.s.api_key
+        else:
+            params.update(login=self.s.login, psw=self.s.password)
+        if self.s.sender:
+            params["sender"] = self.s.sender
+        try:
+            async with self._http.session.post(self.s.api_url, data=params) as resp:
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise transport_error(e) from None
+        except ValueError:
+            raise RetryLater("SMS gateway answered something that is not JSON") from None
+        if "error_code" in body or "error" in body:
+            code = int(body.get("error_code") or 0)
+            reason = f"SMS gateway error {code}: {body.get('error', '')}"
+            if code in RETRYABLE:
+                raise RetryLater(reason, 60.0)
+            raise PermanentFailure(reason)
+        remember_sent(self._state, number, str(body.get("id")))
+        log.info("sms.sent", number=number, sms_id=body.get("id"))
+
+    async def close(self) -> None:
+        pass

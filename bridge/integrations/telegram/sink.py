@@ -1,0 +1,205 @@
+"""Telegram: one message per call and chat, edited in place as the call goes on.
+
+Telegram has no idempotency key, so the sink keeps, per call, the message id it got in each chat
+(typed state, integrations/telegram/state.py) and edits that message instead of sending another.
+The call's view (who called, who rang, who answered, how it ended) is folded from the records in
+order and stored before anything is sent, so a retry renders exactly the same text.
+
+Routing: every configured group chat, plus the personal chat of each employee whose phone rang
+(inbound) or who placed the call (outbound), from the employee directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+
+from bridge.calls.records import CallRecord, Event
+from bridge.directory import Directory
+from bridge.errors import PermanentFailure, RetryLater
+from bridge.integrations.telegram.api import MAX_TEXT, TelegramApi, TelegramError
+from bridge.integrations.telegram.render import DISPOSITIONS_RU, LINE_RESULT, fmt_duration, fold, render
+from bridge.integrations.telegram.settings import TelegramSettings
+from bridge.integrations.telegram.state import (
+    TelegramCall,
+    load_call,
+    load_callback,
+    save_call,
+    save_callback,
+)
+from bridge.outbox.state import StateStore
+from bridge.outbox.store import Delivery
+
+log = structlog.get_logger("bridge.telegram")
+
+RECORDING_WAIT_ATTEMPTS = 6  # MixMonitor closes the file just after the hangup; wait a little
+CALLBACK_PREFIX = "cb:"
+
+
+class TelegramSink:
+    name = "telegram"
+
+    def __init__(
+        self, settings: TelegramSettings, api: TelegramApi, state: StateStore, directory: Directory
+    ) -> None:
+        self.s = settings
+        self.api = api
+        self._state = state
+        self._directory = directory
+
+    def _chats(self, view: dict[str, Any]) -> list[str]:
+        if view.get("sms"):
+            return list(self.s.sms_chats or self.s.group_chats)
+        chats = list(self.s.group_chats)
+        exts = view.get("rung", []) if view.get("direction") == "in" else [view.get("internal", "")]
+        for ext in exts:
+            chat = self._directory.telegram_chat(ext)
+            if chat and chat not in chats:
+                chats.append(chat)
+        return chats
+
+    # -- delivery ------------------------------------------------------------------------------
+    async def send(self, delivery: Delivery) -> None:
+        r = delivery.record
+        if r.event is Event.OUT_END:
+            await self._callback_result(r)
+        call = load_call(self._state, r.pbx_call_id)
+        if delivery.record_id not in call.applied:
+            call.view = fold(call.view, r)
+            call.applied.append(delivery.record_id)
+            save_call(self._state, r.pbx_call_id, call)
+        text = render(call.view, self.s.templates)
+        markup = self._markup(call.view, r.pbx_call_id)
+        for chat in self._chats(call.view):
+            if chat in call.gone:
+                continue
+            try:
+                await self._show(chat, text, call, r.pbx_call_id, markup)
+                if r.event is Event.RECORD and self.s.send_recordings and chat not in call.audio:
+                    await self._send_recording(chat, r, call, delivery.attempts)
+            except TelegramError as e:
+                self._classify(e, chat, call, r.pbx_call_id)
+
+    async def _callback_result(self, r: CallRecord) -> None:
+        """This call was a «Перезвонить» press: say how it went under the missed call."""
+        origin = load_callback(self._state, r.pbx_call_id)
+        if origin is None or origin.done or not origin.chat_id or not origin.message_id:
+            return
+        f = r.fields
+        line = LINE_RESULT.format(
+            ext=html.escape(origin.extension),
+            disposition=DISPOSITIONS_RU.get(f["disposition"], f["disposition"]),
+            duration=fmt_duration(f["duration"]),
+        )
+        text = html.escape(origin.text, quote=False)
+        try:
+            await self.api.call(
+                "editMessageText",
+                {
+                    "chat_id": origin.chat_id,
+                    "message_id": origin.message_id,
+                    "parse_mode": "HTML",
+                    "text": f"{text}\n{line}"[:MAX_TEXT],
+                },
+                chat=origin.chat_id,
+            )
+        except TelegramError as e:
+            if e.temporary:
+                raise RetryLater(str(e), e.retry_after) from None
+            log.warning("telegram.callback_result_not_shown", error=str(e))
+        origin.done = True
+        save_callback(self._state, r.pbx_call_id, origin)
+
+    def _markup(self, view: dict[str, Any], pbx_call_id: str) -> dict[str, Any] | None:
+        """The «Перезвонить» button under a missed inbound call from a real number."""
+        data = f"{CALLBACK_PREFIX}{pbx_call_id}"
+        missed = view.get("ended") and view.get("disposition") != "answered" and view.get("direction") == "in"
+        if not (self.s.buttons and missed and str(view.get("caller", "")).isdigit()) or len(data) > 64:
+            return None
+        return {"inline_keyboard": [[{"text": "📞 Перезвонить", "callback_data": data}]]}
+
+    async def _show(
+        self, chat: str, text: str, call: TelegramCall, pbx_call_id: str, markup: dict[str, Any] | None
+    ) -> None:
+        message_id = call.messages.get(chat)
+        if message_id is not None:
+            try:
+                await self.api.call(
+                    "editMessageText",
+                    {
+                        "chat_id": chat,
+                        "message_id": message_id,
+                        "text": text,
+                        "parse_mode": "HTML",
+                        "reply_markup": markup,
+                    },
+                    chat=chat,
+                )
+                return
+            except TelegramError as e:
+                if "message is not modified" in e.description:
+                    return
+                if "message to edit not found" not in e.description:
+                    raise
+        result = await self.api.call(
+            "sendMessage",
+            {
+                "chat_id": chat,
+                "text": text,
+                "parse_mode": "HTML",
+                "disable_web_page_preview": True,
+                "reply_markup": markup,
+            },
+            chat=chat,
+        )
+        call.messages[chat] = int(result["message_id"])
+        save_call(self._state, pbx_call_id, call)  # at once: a retry must edit this message, not send another
+
+    async def _send_recording(self, chat: str, r: CallRecord, call: TelegramCall, attempts: int) -> None:
+        if not r.meta.get("recording_file"):
+            return
+        path = Path(r.meta["recording_file"])
+        t = self.s.templates
+        notice = None
+        if not path.is_file():
+            if attempts < RECORDING_WAIT_ATTEMPTS:
+                raise RetryLater(f"recording {path} is not there yet", retry_after=2.0 * (attempts + 1))
+            notice = t.recording_missing.format(file=html.escape(str(path)))
+        elif (size := path.stat().st_size) > self.s.max_upload_mb * 1024 * 1024:
+            notice = t.recording_too_big.format(size_mb=f"{size / 1048576:.0f}", file=html.escape(str(path)))
+        reply = call.messages.get(chat)
+        if notice is not None:
+            await self.api.call(
+                "sendMessage",
+                {"chat_id": chat, "text": notice, "parse_mode": "HTML", "reply_to_message_id": reply},
+                chat=chat,
+            )
+        else:
+            form = aiohttp.FormData()
+            form.add_field("chat_id", chat)
+            if reply is not None:
+                form.add_field("reply_to_message_id", str(reply))
+            form.add_field("title", f"Звонок {r.pbx_call_id}")
+            content = await asyncio.to_thread(path.read_bytes)  # up to 50 MB: off the event loop
+            form.add_field("audio", content, filename=path.name, content_type="audio/wav")
+            await self.api.call("sendAudio", form, chat=chat)
+        call.audio.append(chat)
+        save_call(self._state, r.pbx_call_id, call)
+
+    def _classify(self, e: TelegramError, chat: str, call: TelegramCall, pbx_call_id: str) -> None:
+        if e.temporary:
+            raise RetryLater(str(e), e.retry_after)
+        if e.code == 401 or e.code == 404:
+            raise PermanentFailure(f"{e} (check sinks.telegram.token)")
+        # 400 chat not found, 403 bot blocked / never started by the employee: skip this chat only.
+        log.warning("telegram.chat_skipped", chat=chat, error=str(e), pbx_call_id=pbx_call_id)
+        call.gone.append(chat)
+        save_call(self._state, pbx_call_id, call)
+
+    async def close(self) -> None:
+        pass
