@@ -108,7 +108,7 @@ async def test_callback_employee_does_not_answer(lab: L.Lab, tmp_path: Path) -> 
 async def test_status_shows_trunk_and_ami(lab: L.Lab, tmp_path: Path) -> None:
     code, out, err = await cli(lab, tmp_path, "status")
     assert code == 0, out + err
-    assert "AMI: подключено к 127.0.0.11:5038" in out
+    assert f"AMI: подключено к {L.PBX_IP}:5038" in out
     assert "Транк novofon-reg: зарегистрирован" in out
     assert "Активных звонков: 0" in out
 
@@ -125,4 +125,4 @@ async def test_check_says_when_ami_is_unreachable(lab: L.Lab, tmp_path: Path) ->
     env = {**lab_env(lab, tmp_path), "AMI_PORT": "5039"}
     code, _, err = await cli(lab, tmp_path, "check", env=env)
     assert code == 3
-    assert "cannot connect to AMI at 127.0.0.11:5039" in err
+    assert f"cannot connect to AMI at {L.PBX_IP}:5039" in err

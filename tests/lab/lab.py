@@ -30,7 +30,12 @@ from tests.lab.provision import mount, provision, umount
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "asterisk-conf"
 
-PBX_IP, PROVIDER_IP, PHONES_IP = "127.0.0.11", "127.0.0.12", "127.0.0.13"
+# Several labs can run side by side on one machine (developers' parallel runs, other projects):
+# NOVOFON_LAB_SLOT=N moves this one to 127.0.N.11-13, /labN inside the chroot and its own RTP ports.
+SLOT = int(os.environ.get("NOVOFON_LAB_SLOT", "0"))
+if not 0 <= SLOT <= 7:
+    raise SystemExit("NOVOFON_LAB_SLOT must be 0..7")
+PBX_IP, PROVIDER_IP, PHONES_IP = (f"127.0.{SLOT}.{n}" for n in (11, 12, 13))
 AMI_PORT = 5038
 AMI_USER = "novofon-bridge"
 AMI_SECRET = "lab-ami-secret"
@@ -133,12 +138,12 @@ class Instance:
     @property
     def base(self) -> str:
         """Folder of this instance inside the chroot."""
-        return f"/lab/{self.name}"
+        return f"/lab{SLOT or ''}/{self.name}"
 
 
-PBX = Instance("pbx", PBX_IP, 20000)
-PROVIDER = Instance("provider", PROVIDER_IP, 22000)
-PHONES = Instance("phones", PHONES_IP, 24000)
+PBX = Instance("pbx", PBX_IP, 20000 + SLOT * 3000)
+PROVIDER = Instance("provider", PROVIDER_IP, 21000 + SLOT * 3000)
+PHONES = Instance("phones", PHONES_IP, 22000 + SLOT * 3000)
 INSTANCES = (PBX, PROVIDER, PHONES)
 
 
@@ -219,7 +224,7 @@ maxfiles = 4096
         self._write(
             inst,
             "rtp.conf",
-            f"[general]\nrtpstart = {inst.rtp_start}\nrtpend = {inst.rtp_start + 1998}\n",
+            f"[general]\nrtpstart = {inst.rtp_start}\nrtpend = {inst.rtp_start + 998}\n",
         )
         self._write(
             inst,
@@ -435,6 +440,7 @@ exten => talk,1,Wait(${IF($["${TALK}" = ""]?2:${TALK})})
                 start_new_session=True,
             )
         self.procs[inst.name] = proc
+        self.host_path(inst, "run", "lab.pid").write_text(str(proc.pid))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -490,14 +496,21 @@ exten => talk,1,Wait(${IF($["${TALK}" = ""]?2:${TALK})})
         for inst in (PROVIDER, PBX, PHONES):
             self.start(inst)
         self.wait_registered()
-        _log("lab up: pbx 127.0.0.11, provider 127.0.0.12, phones 127.0.0.13")
+        _log(f"lab up: pbx {PBX_IP}, provider {PROVIDER_IP}, phones {PHONES_IP}")
 
     def stop_all(self) -> None:
         for inst in INSTANCES:
             self.stop(inst)
-        # Instances left over by an earlier run that died without cleaning up.
-        if shutil.which("pkill"):  # procps may be absent on a minimal machine
-            subprocess.run(["pkill", "-9", "-f", "^/usr/sbin/asterisk -C /lab/"], check=False)
+        # Instances left over by an earlier run of this lab slot that died without cleaning up:
+        # found by the PID it wrote, and only if that process is still our Asterisk (never by pattern).
+        for inst in INSTANCES:
+            pid_file = self.host_path(inst, "run", "lab.pid")
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pid_file.read_text())
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                if f"-C {inst.base}/etc/asterisk.conf".encode() in cmdline:
+                    os.killpg(pid, signal.SIGKILL)
+            pid_file.unlink(missing_ok=True)
         for inst in INSTANCES:
             if (self.host_path(inst, "run", "asterisk.ctl")).exists():
                 subprocess.run(

@@ -93,7 +93,23 @@ def mount(root: Path) -> None:
             subprocess.run(["mount", "--bind", f"/{name}", str(point)], check=True)
 
 
+def _in_use(root: Path) -> bool:
+    """Does any process still run inside this chroot (another lab slot, say)?"""
+    target = str(root.resolve())
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if os.readlink(proc / "root") == target:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def umount(root: Path) -> None:
+    """Unbind /proc and /dev, unless another lab still runs in the same root file system."""
+    if _in_use(root):
+        return
     for name in ("dev", "proc"):
         point = root / name
         if _mounted(point):
