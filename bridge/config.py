@@ -52,8 +52,25 @@ class AmiConfig:
 
 
 @dataclass(frozen=True)
+class AriConfig:
+    """ARI (ari.conf user, http.conf server): call control (call, callback, click-to-call, «Перезвонить»)."""
+
+    enabled: bool = True
+    url: str = "http://127.0.0.1:8088/ari"
+    username: str = "novofon-bridge"
+    password: str = dataclasses.field(default="", repr=False)
+    app: str = "novofon-bridge"
+
+    @property
+    def configured(self) -> bool:
+        """Calls go over ARI only when it is enabled and has a password; otherwise over AMI."""
+        return self.enabled and bool(self.password)
+
+
+@dataclass(frozen=True)
 class AsteriskConfig:
     ami: AmiConfig = field(default_factory=AmiConfig)
+    ari: AriConfig = field(default_factory=AriConfig)
     trunk_endpoints: list[str] = field(default_factory=lambda: ["novofon"])
     internal_extensions: str = r"^[1-9][0-9]{1,3}$"
     outgoing_context: str = "outgoing"
@@ -288,6 +305,7 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f, f"outbox.{name}", "expected a positive number")
     if ami.reconnect_min_delay > ami.reconnect_max_delay:
         raise ConfigError(f, "asterisk.ami.reconnect_min_delay", "must not exceed reconnect_max_delay")
+    _validate_ari(cfg)
     if not cfg.pbx.country_code.isdigit():
         raise ConfigError(f, "pbx.country_code", f"expected digits such as 7, got {cfg.pbx.country_code!r}")
     _validate_sinks(cfg)
@@ -306,6 +324,26 @@ def _validate(cfg: Config) -> None:
     for did in cfg.pbx.lines:
         if not did.isdigit():
             raise ConfigError(f, f"pbx.lines.{did}", "expected the DID as digits only, e.g. 74951234567")
+
+
+_ARI_APP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _validate_ari(cfg: Config) -> None:
+    ari, f = cfg.asterisk.ari, cfg.source
+    url = urlparse(ari.url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(f, "asterisk.ari.url", f"expected http://HOST:PORT/ari, got {ari.url!r}")
+    if url.username or url.password:
+        raise ConfigError(
+            f, "asterisk.ari.url", "put no user or password in the URL: use asterisk.ari.username/password"
+        )
+    if not _ARI_APP.fullmatch(ari.app):
+        raise ConfigError(
+            f,
+            "asterisk.ari.app",
+            f"expected letters, digits, '.', '_' or '-' (e.g. novofon-bridge), got {ari.app!r}",
+        )
 
 
 def _validate_sinks(cfg: Config) -> None:

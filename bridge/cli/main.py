@@ -43,17 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="novofon-bridge", description=__doc__, parents=[common])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the daemon", parents=[common])
-    chk = sub.add_parser("check", help="validate the config and log in to AMI", parents=[common])
+    chk = sub.add_parser("check", help="validate the config, log in to AMI and ARI", parents=[common])
     chk.add_argument("--no-connect", action="store_true", help="only validate the file")
     call = sub.add_parser("call", help="place a test call through the trunk and follow it", parents=[common])
     call.add_argument("number")
-    call.add_argument("--timeout", type=float, default=None, help="give up after N seconds")
+    call.add_argument(
+        "--timeout", type=float, default=None, help="give up if nobody answers within N seconds"
+    )
     cb = sub.add_parser("callback", help="ring an employee, then connect them to a client", parents=[common])
     cb.add_argument("--employee", required=True, help="extension, e.g. 101")
     cb.add_argument("--client", required=True, help="client number, e.g. 79004443322")
     cb.add_argument("--from", dest="did", default=None, help="our number (DID) shown to the client")
-    cb.add_argument("--timeout", type=float, default=None)
-    sub.add_parser("status", help="AMI connection, trunk registration, active calls", parents=[common])
+    cb.add_argument(
+        "--timeout", type=float, default=None, help="give up if nobody answers within N s (no talk limit)"
+    )
+    sub.add_parser(
+        "status", help="AMI and ARI connections, trunk registration, active calls", parents=[common]
+    )
     em = sub.add_parser("employees", help="the employee directory; sync it from Bitrix24", parents=[common])
     em.add_argument("action", nargs="?", choices=["list", "sync", "link"], default="list")
     em.add_argument("extension", nargs="?", help="link: the extension to make a Telegram code for")
@@ -94,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return employees.run(cfg, args)
         if args.command == "status":
             return asyncio.run(pbx.with_pbx(cfg, pbx.status))
-        return asyncio.run(pbx.with_pbx(cfg, pbx.place_call(args)))
+        return asyncio.run(pbx.place(cfg, args))
     except KeyboardInterrupt:
         return 130
 

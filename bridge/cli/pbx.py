@@ -1,15 +1,24 @@
-"""novofon-bridge check | status | call | callback: the PBX over an AMI connection of the CLI's own."""
+"""novofon-bridge check | status | call | callback: the PBX over connections of the CLI's own.
+
+``call`` and ``callback`` go over ARI (a Stasis application of the command's own) when
+``asterisk.ari`` is configured, over AMI otherwise; ``check`` and ``status`` use AMI and report ARI.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 
 from bridge.cli.common import EXIT_AMI, say
 from bridge.config import Config
 from bridge.pbx.ami_protocol import AmiError
-from bridge.pbx.originate import PbxActions
+from bridge.pbx.ari import AriClient, AriError, AriNotFound
+from bridge.pbx.originate import Actions, PbxActions, ari_settings, open_actions
+
+EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
 
 
 async def with_pbx(cfg: Config, work: Callable[[PbxActions], Awaitable[int]]) -> int:
@@ -33,15 +42,45 @@ async def check(cfg: Config, connect: bool) -> int:
     async def login(actions: PbxActions) -> int:
         status = await actions.status()
         print(f"AMI: вход выполнен ({cfg.asterisk.ami.host}:{cfg.asterisk.ami.port}, {status.banner})")
-        return 0
+        return await report_ari(cfg)
 
     return await with_pbx(cfg, login)
+
+
+async def report_ari(cfg: Config) -> int:
+    """ARI: log in, and is the daemon's Stasis application registered? 0 yes, 1 no, 3 no ARI."""
+    a = cfg.asterisk.ari
+    if not a.configured:
+        why = "asterisk.ari.enabled: false" if not a.enabled else "пароль не задан (asterisk.ari.password)"
+        print(f"ARI: не используется — {why}; звонки идут через AMI")
+        return 0
+    client = AriClient(ari_settings(cfg))
+    try:
+        info = await client.info()
+        version = (info.get("system") or {}).get("version", "?")
+        print(f"ARI: вход выполнен ({client.settings.base}, Asterisk {version})")
+        try:
+            await client.application(a.app)
+        except AriNotFound:
+            print(
+                f"ARI: приложение {a.app} не зарегистрировано — демон не запущен или не подключён к ARI "
+                "(journalctl -u novofon-bridge: ari.unavailable)",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"ARI: приложение {a.app} зарегистрировано (демон подключён), звонки идут через ARI")
+        return 0
+    except AriError as e:
+        print(f"ARI: нет подключения — {e}", file=sys.stderr)
+        return EXIT_AMI
+    finally:
+        await client.close()
 
 
 async def status(actions: PbxActions) -> int:
     cfg, st = actions.cfg, await actions.status()
     print(f"AMI: подключено к {cfg.asterisk.ami.host}:{cfg.asterisk.ami.port} ({st.banner})")
-    ok = True
+    ok = await report_ari(cfg) == 0
     if not st.registrations:
         print("Транк: исходящих регистраций нет (проверьте type=registration в pjsip.conf)")
         ok = False
@@ -55,8 +94,31 @@ async def status(actions: PbxActions) -> int:
     return 0 if ok else 1
 
 
-def place_call(args: argparse.Namespace) -> Callable[[PbxActions], Awaitable[int]]:
-    async def place(actions: PbxActions) -> int:
+async def place(cfg: Config, args: argparse.Namespace) -> int:
+    """``call`` / ``callback``: over ARI or AMI. Ctrl-C (or SIGTERM) hangs up what was placed."""
+    try:
+        actions = await open_actions(cfg)
+    except (AriError, AmiError) as e:
+        print(f"{'ARI' if isinstance(e, AriError) else 'AMI'}: нет подключения — {e}", file=sys.stderr)
+        return EXIT_AMI
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await place_call(args)(actions)
+    except asyncio.CancelledError:  # the command's own top level: the call was hung up below
+        if task is not None:
+            task.uncancel()
+        print("прервано: вызовы этой команды сброшены", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        await actions.close()
+
+
+def place_call(args: argparse.Namespace) -> Callable[[Actions], Awaitable[int]]:
+    async def place(actions: Actions) -> int:
         if args.command == "call":
             outcome = await actions.test_call(args.number, say, args.timeout)
         else:

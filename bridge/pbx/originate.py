@@ -1,11 +1,18 @@
 """Call control on the PBX: one module for every call the bridge places.
 
-- ``PbxActions`` (the CLI): test calls, call-backs and status over an AMI connection of its own;
-  each call is originated with Async=true and a ChannelId we choose, so every event of the call
-  can be matched by its Linkedid from the first one on, and followed live until it ends.
-- ``Originator`` (the daemon: Bitrix24 click-to-call, the Telegram «Перезвонить» button): rings
-  the employee, then the client, over the daemon's AMI connection; an employee who never answers
-  still gets an OUT_END, so every card and message is closed.
+Every call (CLI ``call`` and ``callback``, Bitrix24 click-to-call, the Telegram «Перезвонить»
+button) goes over ARI when ``asterisk.ari`` is enabled and has a password, over AMI otherwise:
+
+- ``open_actions(cfg)`` (the CLI): ``AriActions`` — a Stasis application of the command's own
+  (``<app>-cli-<code>``, bridge/pbx/stasis.py) — or ``PbxActions`` — an AMI connection of its own,
+  Originate with Async=true and a ChannelId we choose, followed by its Linkedid. Either way a
+  call is given up only while it rings: once the client answers no timer applies, and Ctrl-C
+  hangs up what the command placed (and nothing else).
+- ``Originator`` (the daemon): rings the employee, then the client, over the daemon's ARI
+  application (or its AMI connection). The records come from the tracker as for any call; when the
+  client was never dialled (the employee was busy, did not answer, rejected, hung up) the
+  Originator closes the call itself with an OUT_END that says so, so every card and message is
+  closed with the employee's own outcome.
 """
 
 from __future__ import annotations
@@ -13,23 +20,163 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import structlog
 
+from bridge.backoff import Backoff
 from bridge.calls.numbers import normalise, pretty
 from bridge.calls.records import CallRecord, Event, make
 from bridge.config import Config
 from bridge.errors import PermanentFailure, RetryLater
 from bridge.pbx.ami import AmiConnection, AmiSupervisor
 from bridge.pbx.ami_protocol import AmiError, AmiMessage
-from bridge.pbx.follow import CallFollower, Outcome, Printer
+from bridge.pbx.ari import AriClient, AriDialFailed, AriError, AriSettings, AriSupervisor, AriUnavailable
+from bridge.pbx.follow import (
+    AriFollower,
+    CallFollower,
+    CallResult,
+    Outcome,
+    Printer,
+    describe,
+    employee_disposition,
+    employee_end,
+)
 from bridge.pbx.pipeline import ami_settings
+from bridge.pbx.stasis import EVENTS, StasisApp, StasisSettings
 
 log = structlog.get_logger("bridge.originate")
+
+EMPLOYEE_RING_TIMEOUT = 30.0
+
+
+def new_call_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+def ari_settings(cfg: Config, app: str | None = None) -> AriSettings:
+    a = cfg.asterisk.ari
+    return AriSettings(a.url, a.username, a.password, app or a.app, cfg.asterisk.ami.connect_timeout)
+
+
+def stasis_settings(cfg: Config, app: str) -> StasisSettings:
+    return StasisSettings(
+        app,
+        outgoing_context=cfg.asterisk.outgoing_context,
+        employee_timeout=EMPLOYEE_RING_TIMEOUT,
+        client_timeout=max(cfg.cli.call_timeout, 30.0) + 30.0,
+        test_media=f"sound:{cfg.cli.test_call_data}",
+    )
+
+
+def callback_caller_id(cfg: Config, client: str, name: str = "") -> str:
+    """What the employee's phone shows: the client's number and, when known, the CRM name."""
+    label = name or cfg.cli.callback_callerid or "Обратный звонок"
+    return f"{label} <{client}>"
+
+
+async def wait_ringing(answered: asyncio.Event, done: asyncio.Event, timeout: float) -> bool:
+    """Wait until the call is answered or over, at most ``timeout`` s; False: still ringing."""
+    waits = [asyncio.ensure_future(answered.wait()), asyncio.ensure_future(done.wait())]
+    try:
+        finished, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    return bool(finished)
+
+
+# -- the CLI -------------------------------------------------------------------------------------
+
+
+class AriActions:
+    """The CLI's test calls and call-backs over ARI, in a Stasis application of the command's own."""
+
+    def __init__(
+        self, cfg: Config, stasis: StasisApp, events: AriSupervisor, task: asyncio.Task[None]
+    ) -> None:
+        self.cfg = cfg
+        self.stasis = stasis
+        self._events = events
+        self._task = task
+
+    @classmethod
+    async def open(cls, cfg: Config) -> AriActions:
+        """Connect (AriError when ARI cannot be reached or refuses the login)."""
+        app = f"{cfg.asterisk.ari.app}-cli-{uuid.uuid4().hex[:8]}"
+        client = AriClient(ari_settings(cfg, app))
+        stasis = StasisApp(client, stasis_settings(cfg, app))
+        events = AriSupervisor(client, stasis.on_event, stasis.readopt, EVENTS, Backoff(0.2, 2.0))
+        try:
+            ws = await client.events(app)
+        except AriError:
+            await client.close()
+            raise
+        task = asyncio.create_task(events.run(ws), name="ari-cli-events")
+        waiter = asyncio.ensure_future(events.connected.wait())
+        await asyncio.wait(
+            [task, waiter], timeout=client.settings.connect_timeout * 2, return_when=asyncio.FIRST_COMPLETED
+        )
+        waiter.cancel()
+        if not events.connected.is_set():  # the event filter was refused, or the task died
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await events.stop()
+            raise AriUnavailable(
+                f"ARI: приложение {app} не запустилось ({events.last_error or 'нет ответа'})"
+            )
+        return cls(cfg, stasis, events, task)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._events.stop()
+
+    async def test_call(self, number: str, say: Printer, timeout: float | None = None) -> Outcome:
+        """Call ``number`` through the trunk (Local/NUMBER@outgoing) and play the test sound."""
+        number = normalise(number, self.cfg.pbx.country_code)
+        call_id = new_call_id("nbcall")
+        follower = AriFollower(say)
+        say(f"тестовый звонок на {pretty(number)} (Local/{number}@{self.cfg.asterisk.outgoing_context})")
+        start = self.stasis.start_test(call_id, number, f"novofon-bridge <{number}>", follower)
+        return await self._follow(call_id, follower, start, timeout or self.cfg.cli.call_timeout + 30)
+
+    async def callback(
+        self, employee: str, client: str, did: str | None, say: Printer, timeout: float | None = None
+    ) -> Outcome:
+        """Ring the employee's phone first; once they answer, call the client through the trunk."""
+        client = normalise(client, self.cfg.pbx.country_code)
+        did = normalise(did, self.cfg.pbx.country_code) if did else ""
+        call_id = new_call_id("nbcb")
+        follower = AriFollower(say, employee)
+        say(f"обратный звонок: сначала сотрудник {employee}, затем клиент {pretty(client)}")
+        start = self.stasis.start_callback(
+            call_id, employee, client, did, callback_caller_id(self.cfg, client), follower
+        )
+        return await self._follow(call_id, follower, start, timeout or self.cfg.cli.call_timeout + 60)
+
+    async def _follow(
+        self, call_id: str, follower: AriFollower, start: Awaitable[None], timeout: float
+    ) -> Outcome:
+        """Ringing may take ``timeout`` s at most; a conversation takes as long as it takes."""
+        try:
+            try:
+                await start
+            except AriError as e:
+                follower.abandon(f"Asterisk отказал в вызове: {e}")
+                return follower.outcome
+            if not await wait_ringing(follower.answered, follower.done, timeout):
+                await self.stasis.hang_up(call_id)
+                follower.abandon(f"никто не ответил за {timeout:.0f} с — вызов сброшен")
+            await follower.done.wait()
+        except asyncio.CancelledError:  # Ctrl-C or SIGTERM: hang up what this command placed
+            await self.stasis.hang_up(call_id)
+            follower.abandon("прервано: вызовы этой команды сброшены")
+            raise
+        return follower.outcome
 
 
 class PbxActions:
@@ -69,17 +216,25 @@ class PbxActions:
             if not result.ok:
                 follower.finish(f"Asterisk отказал в вызове: {result.message}")
                 return follower.outcome
-            try:
-                async with asyncio.timeout(timeout):
-                    await follower.done.wait()
-            except TimeoutError:
-                root = follower.channels.get(follower.linkedid)
-                if root:
-                    await self.conn.action("Hangup", {"Channel": root})
-                follower.finish(f"вызов не завершился за {timeout:.0f} с и был сброшен")
+            if not await wait_ringing(follower.answered, follower.done, timeout):
+                await self._hangup(follower)
+                follower.finish(f"никто не ответил за {timeout:.0f} с — вызов сброшен")
+            await follower.done.wait()  # once answered, no timer applies
             return follower.outcome
+        except asyncio.CancelledError:  # Ctrl-C or SIGTERM: hang up what this command placed
+            await self._hangup(follower)
+            follower.finish("прервано: вызовы этой команды сброшены")
+            raise
         finally:
             self._followers.remove(follower)
+
+    async def _hangup(self, follower: CallFollower) -> None:
+        root = follower.channels.get(follower.linkedid)
+        if root:
+            try:
+                await self.conn.action("Hangup", {"Channel": root})
+            except AmiError as e:
+                log.warning("originate.hangup_failed", channel=root, error=str(e))
 
     async def test_call(self, number: str, say: Printer, timeout: float | None = None) -> Outcome:
         """Call ``number`` through the trunk (Local/NUMBER@outgoing) and play the test prompt."""
@@ -112,14 +267,15 @@ class PbxActions:
             "Context": self.cfg.asterisk.outgoing_context,
             "Exten": client,
             "Priority": "1",
-            "CallerID": f"{cli.callback_callerid or 'Обратный звонок'} <{client}>",
-            "Timeout": "30000",
+            "CallerID": callback_caller_id(self.cfg, client),
+            "Timeout": str(int(EMPLOYEE_RING_TIMEOUT * 1000)),
         }
         if did:
             fields["Variable"] = f"OUTBOUND_CALLERID={normalise(did, self.cfg.pbx.country_code)}"
         outcome = await self._originate(follower, fields, timeout or cli.call_timeout + 60)
-        if "employee_answered" not in outcome.steps and not outcome.answered:
-            outcome.reason = f"сотрудник {employee} не ответил: {outcome.reason}"
+        if "employee_answered" not in outcome.steps and not outcome.answered and outcome.cause is not None:
+            end = employee_end(outcome.cause, answered=False)
+            outcome.reason = describe(CallResult(False, "employee", end, outcome.cause), employee)
         return outcome
 
     async def status(self) -> PbxStatus:
@@ -146,60 +302,121 @@ class PbxStatus:
     calls: dict[str, list[str]]
 
 
-def new_call_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+Actions = AriActions | PbxActions
+
+
+async def open_actions(cfg: Config) -> Actions:
+    """The CLI's way to place calls: ARI when configured (AriError), else AMI (AmiError)."""
+    if cfg.asterisk.ari.configured:
+        return await AriActions.open(cfg)
+    return await PbxActions.open(cfg)
+
+
+# -- the daemon ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """A call the Originator placed whose client was not dialled yet (no OUT_START so far)."""
+
+    internal: str
+    phone: str
+    call_start: str
+    placed_at: float
+    channels: set[str] = field(default_factory=set)  # live channels of the call (by Linkedid)
+    answered: bool = False  # the employee's phone answered
+    cause: int | None = None  # the employee's channel's hangup cause
 
 
 class Originator:
     """The daemon's call placing: ring an employee's phone, then dial the client through the trunk.
 
-    The call's pbx_call_id is ``out_<chan>`` (the ChannelId we choose), known before it starts, so
+    The call's pbx_call_id is ``out_<chan>`` (the channel id we choose), known before it starts, so
     the integration that asked (Bitrix24, Telegram) can keep its own state for it in advance.
     """
 
-    def __init__(self, cfg: Config, ami: AmiSupervisor, publish: Callable[[list[CallRecord]], None]) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        ami: AmiSupervisor,
+        publish: Callable[[list[CallRecord]], None],
+        ari: AriSupervisor | None = None,
+        stasis: StasisApp | None = None,
+    ) -> None:
         self.cfg = cfg
         self.ami = ami
+        self.ari = ari
+        self.stasis = stasis
         self.publish = publish
         self._tz = ZoneInfo(cfg.pbx.timezone)
-        self._pending: dict[str, dict[str, str]] = {}  # ChannelId -> call, until the trunk is dialled
+        self._pending: dict[str, _Pending] = {}  # channel id (= Linkedid) -> call, until the trunk is dialled
 
     @staticmethod
     def new_channel_id(prefix: str) -> str:
         return new_call_id(prefix)
 
-    async def ring(self, extension: str, phone: str, chan: str) -> None:
-        """Ring ``extension``; once answered, dial ``phone`` through the trunk. The call's
-        pbx_call_id is ``out_<chan>``; an employee who never answers still gets an OUT_END."""
+    async def ring(self, extension: str, phone: str, chan: str, did: str = "", name: str = "") -> None:
+        """Ring ``extension`` (its screen shows ``phone`` and ``name``); once answered, dial ``phone``
+        through the trunk, showing ``did`` to the client when given. The call's pbx_call_id is
+        ``out_<chan>``; an employee who never answers still gets an OUT_END."""
+        phone = normalise(phone, self.cfg.pbx.country_code)
+        did = normalise(did, self.cfg.pbx.country_code) if did else ""
+        now = time.time()
+        self._forget_older_than(now - self.cfg.pbx.max_call_age)
+        start = datetime.fromtimestamp(now, self._tz).strftime("%Y-%m-%d %H:%M:%S")
+        self._pending[chan] = _Pending(extension, phone, start, now)
+        caller_id = callback_caller_id(self.cfg, phone, name)
+        try:
+            if self.stasis is not None:
+                await self._ring_ari(self.stasis, extension, phone, chan, did, caller_id)
+            else:
+                await self._ring_ami(extension, phone, chan, did, caller_id)
+        except RetryLater:
+            self._pending.pop(chan, None)
+            raise
+        except PermanentFailure as e:
+            pending = self._pending.pop(chan, None)
+            if pending is not None:  # close the card and the message: the employee's phone failed
+                log.warning("originate.refused", extension=extension, error=str(e))
+                self.publish([self._employee_end(chan, pending, refused=True)])
+            raise
+
+    async def _ring_ari(
+        self, stasis: StasisApp, extension: str, phone: str, chan: str, did: str, caller_id: str
+    ) -> None:
+        if self.ari is None or not self.ari.connected.is_set():
+            raise RetryLater("ARI: нет подключения к Asterisk (события приложения не идут)")
+        try:
+            await stasis.start_callback(chan, extension, phone, did, caller_id)
+        except AriUnavailable as e:
+            raise RetryLater(str(e)) from e
+        except AriDialFailed as e:
+            raise PermanentFailure(f"телефон сотрудника {extension} недоступен: {e}") from e
+        except AriError as e:
+            raise PermanentFailure(str(e)) from e
+
+    async def _ring_ami(self, extension: str, phone: str, chan: str, did: str, caller_id: str) -> None:
         conn = self.ami.connection
         if conn is None:
             raise RetryLater("AMI is not connected")
-        self._pending[chan] = {
-            "internal": extension,
-            "phone": phone,
-            "call_start": datetime.fromtimestamp(time.time(), self._tz).strftime("%Y-%m-%d %H:%M:%S"),
+        fields = {
+            "Channel": f"PJSIP/{extension}",
+            "Context": self.cfg.asterisk.outgoing_context,
+            "Exten": phone,
+            "Priority": "1",
+            "CallerID": caller_id,
+            "Timeout": str(int(EMPLOYEE_RING_TIMEOUT * 1000)),
+            "Async": "true",
+            "ChannelId": chan,
+            "OtherChannelId": f"{chan}-2",
         }
-        cli = self.cfg.cli
+        if did:
+            fields["Variable"] = f"OUTBOUND_CALLERID={did}"
         try:
-            result = await conn.action(
-                "Originate",
-                {
-                    "Channel": f"PJSIP/{extension}",
-                    "Context": self.cfg.asterisk.outgoing_context,
-                    "Exten": phone,
-                    "Priority": "1",
-                    "CallerID": f"{cli.callback_callerid or 'Callback'} <{phone}>",
-                    "Timeout": "30000",
-                    "Async": "true",
-                    "ChannelId": chan,
-                    "OtherChannelId": f"{chan}-2",
-                },
-            )
+            result = await conn.action("Originate", fields)
         except AmiError as e:
-            self._pending.pop(chan, None)
             raise RetryLater(f"AMI: {e}") from e
         if not result.ok:
-            self._pending.pop(chan, None)
             raise PermanentFailure(f"Asterisk refused the call: {result.message}")
 
     def on_records(self, records: list[CallRecord]) -> None:
@@ -209,31 +426,51 @@ class Originator:
                 self._pending.pop(r.pbx_call_id.removeprefix("out_"), None)
 
     def on_ami(self, msg: AmiMessage) -> None:
-        """The employee's phone hung up before the client was dialled: close the call ourselves."""
-        if msg.get("Event") != "Hangup":
+        """Follow each pending call's channels; when all are gone and the trunk was never dialled,
+        close the call with the employee's own outcome (busy, no answer, rejected, hung up)."""
+        name = msg.get("Event")
+        if name == "DialEnd":  # our originate towards the employee's phone (no caller channel)
+            pending = self._pending.get(msg.get("DestUniqueid", ""))
+            if pending is not None:
+                pending.answered = msg.get("DialStatus") == "ANSWER"
             return
-        call = self._pending.pop(msg.get("Uniqueid", ""), None)
-        if call is None:
+        chan = msg.get("Linkedid", "")
+        pending = self._pending.get(chan)
+        if pending is None:
             return
-        cause = msg.get("Cause", "0")
-        disposition = (
-            "no answer" if cause in ("0", "16", "19", "21") else "busy" if cause == "17" else "failed"
-        )
-        record = make(
+        uid = msg.get("Uniqueid", "")
+        if name == "Newchannel":
+            pending.channels.add(uid)
+        elif name == "Hangup":
+            if uid == chan:
+                cause = msg.get("Cause", "")
+                pending.cause = int(cause) if cause.isdigit() else None
+            pending.channels.discard(uid)
+            if not pending.channels:
+                del self._pending[chan]
+                self.publish([self._employee_end(chan, pending)])
+
+    def _employee_end(self, chan: str, call: _Pending, refused: bool = False) -> CallRecord:
+        end = employee_end(call.cause, call.answered) if not refused else employee_end(38, False)
+        log.info("originate.client_not_dialled", extension=call.internal, end=end.value, cause=call.cause)
+        return make(
             Event.OUT_END,
             {
-                "call_start": call["call_start"],
-                "pbx_call_id": f"out_{msg['Uniqueid']}",
-                "caller_id": call["internal"],
-                "destination": call["phone"],
-                "internal": call["internal"],
+                "call_start": call.call_start,
+                "pbx_call_id": f"out_{chan}",
+                "caller_id": call.internal,
+                "destination": call.phone,
+                "internal": call.internal,
                 "duration": "0",
-                "disposition": disposition,
-                "status_code": cause if cause.isdigit() else "0",
+                "disposition": employee_disposition(end).value,
+                "status_code": str(call.cause or 0),
                 "is_recorded": "0",
                 "call_id_with_rec": "",
             },
-            {"direction": "out", "source": "click-to-call"},
+            {"direction": "out", "source": "click-to-call", "callback_leg": "employee", "leg_end": end.value},
         )
-        log.info("originate.employee_did_not_answer", extension=call["internal"], cause=cause)
-        self.publish([record])
+
+    def _forget_older_than(self, cutoff: float) -> None:
+        """Calls whose end we never heard of (AMI was down meanwhile) are not kept forever."""
+        for chan in [c for c, p in self._pending.items() if p.placed_at < cutoff]:
+            del self._pending[chan]

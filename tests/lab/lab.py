@@ -39,6 +39,8 @@ PBX_IP, PROVIDER_IP, PHONES_IP = (f"127.0.{SLOT}.{n}" for n in (11, 12, 13))
 AMI_PORT = 5038
 AMI_USER = "novofon-bridge"
 AMI_SECRET = "lab-ami-secret"
+ARI_PORT = 8088  # http.conf's port, on the lab PBX's own address
+ARI_PASSWORD = "lab-ari-password"
 TRUNK_LOGIN = "712345"
 TRUNK_PASSWORD = "lab-trunk-password"
 EXTENSIONS = ("101", "102", "103", "104")
@@ -115,6 +117,7 @@ MODULES = [
     "res_http_websocket.so",
     "res_websocket_client.so",
     "res_stasis.so",
+    "app_stasis.so",  # Stasis(): how an ARI originate puts the channel into our application
     "res_stasis_answer.so",
     "res_stasis_playback.so",
     "res_stasis_recording.so",
@@ -292,7 +295,9 @@ write = all
         manager = manager.replace("bindaddr = 127.0.0.1", f"bindaddr = {PBX_IP}")
         manager = manager.replace("CHANGE_ME_AMI_SECRET", AMI_SECRET)
         self._write(PBX, "manager.conf", manager)
-        self._write(PBX, "ari.conf", self._template("ari.conf").replace("CHANGE_ME_ARI_PASSWORD", "lab"))
+        self._write(
+            PBX, "ari.conf", self._template("ari.conf").replace("CHANGE_ME_ARI_PASSWORD", ARI_PASSWORD)
+        )
         http = self._template("http.conf").replace("bindaddr = 127.0.0.1", f"bindaddr = {PBX_IP}")
         self._write(PBX, "http.conf", http)
 
