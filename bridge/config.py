@@ -84,6 +84,7 @@ class PbxConfig:
     default_did: str = ""
     lines: dict[str, str] = field(default_factory=dict)
     max_call_age: float = 14400.0
+    employee_ring_timeout: float = 30.0  # call-backs: the employee's phone rings this long first
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,8 @@ def _validate(cfg: Config) -> None:
     if ami.reconnect_min_delay > ami.reconnect_max_delay:
         raise ConfigError(f, "asterisk.ami.reconnect_min_delay", "must not exceed reconnect_max_delay")
     _validate_ari(cfg)
+    if not 3 <= cfg.pbx.employee_ring_timeout <= 300:
+        raise ConfigError(f, "pbx.employee_ring_timeout", "expected 3..300 seconds")
     if not cfg.pbx.country_code.isdigit():
         raise ConfigError(f, "pbx.country_code", f"expected digits such as 7, got {cfg.pbx.country_code!r}")
     _validate_sinks(cfg)

@@ -50,8 +50,6 @@ from bridge.pbx.stasis import EVENTS, StasisApp, StasisSettings
 
 log = structlog.get_logger("bridge.originate")
 
-EMPLOYEE_RING_TIMEOUT = 30.0
-
 
 def new_call_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
@@ -66,7 +64,7 @@ def stasis_settings(cfg: Config, app: str) -> StasisSettings:
     return StasisSettings(
         app,
         outgoing_context=cfg.asterisk.outgoing_context,
-        employee_timeout=EMPLOYEE_RING_TIMEOUT,
+        employee_timeout=cfg.pbx.employee_ring_timeout,
         client_timeout=max(cfg.cli.call_timeout, 30.0) + 30.0,
         test_media=f"sound:{cfg.cli.test_call_data}",
     )
@@ -268,7 +266,7 @@ class PbxActions:
             "Exten": client,
             "Priority": "1",
             "CallerID": callback_caller_id(self.cfg, client),
-            "Timeout": str(int(EMPLOYEE_RING_TIMEOUT * 1000)),
+            "Timeout": str(int(self.cfg.pbx.employee_ring_timeout * 1000)),
         }
         if did:
             fields["Variable"] = f"OUTBOUND_CALLERID={normalise(did, self.cfg.pbx.country_code)}"
@@ -405,7 +403,7 @@ class Originator:
             "Exten": phone,
             "Priority": "1",
             "CallerID": caller_id,
-            "Timeout": str(int(EMPLOYEE_RING_TIMEOUT * 1000)),
+            "Timeout": str(int(self.cfg.pbx.employee_ring_timeout * 1000)),
             "Async": "true",
             "ChannelId": chan,
             "OtherChannelId": f"{chan}-2",

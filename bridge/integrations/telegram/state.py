@@ -36,6 +36,13 @@ def caller_of(state: StateStore, pbx_call_id: str) -> str:
     return str(load_call(state, pbx_call_id).view.get("caller", ""))
 
 
+def callback_details_of(state: StateStore, pbx_call_id: str) -> dict[str, str]:
+    """For calling the client back: their name (when known) and the number they called (our
+    DID, shown to them as the caller of the call-back)."""
+    view = load_call(state, pbx_call_id).view
+    return {"name": str(view.get("caller_name") or ""), "did": str(view.get("did") or "")}
+
+
 @dataclass
 class CallbackOrigin:
     """A «Перезвонить» press: the message it was on, and who called back."""

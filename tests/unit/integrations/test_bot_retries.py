@@ -25,13 +25,15 @@ class RecordingCalls:
 
     def __init__(self) -> None:
         self.rung: list[tuple[str, str, str]] = []
+        self.shown: list[tuple[str, str]] = []  # (did, name): the client sees our DID, the employee the name
 
     @staticmethod
     def new_channel_id(prefix: str) -> str:
         return f"{prefix}-0000000000000001"
 
-    async def ring(self, extension: str, phone: str, chan: str) -> None:
+    async def ring(self, extension: str, phone: str, chan: str, did: str = "", name: str = "") -> None:
         self.rung.append((extension, phone, chan))
+        self.shown.append((did, name))
 
 
 @pytest.fixture
@@ -70,7 +72,8 @@ async def test_press_rings_once_when_answer_callback_query_fails(
     world: tuple[TelegramBot, FakeTelegram, RecordingCalls, Jobs],
 ) -> None:
     bot, tg, calls, jobs = world
-    save_call(bot.state, "in_1", TelegramCall(view={"caller": "79001112233", "direction": "in"}))
+    view = {"caller": "79001112233", "caller_name": "Ольга", "did": "74950000101", "direction": "in"}
+    save_call(bot.state, "in_1", TelegramCall(view=view))
     tg.chats["-100"] = {5: "Пропущенный звонок"}  # the missed-call message the button is under
     tg.fail_method(
         "answerCallbackQuery", Fault(502, {"ok": False, "error_code": 502, "description": "Bad Gateway"})
@@ -91,6 +94,7 @@ async def test_press_rings_once_when_answer_callback_query_fails(
     await bot.handle(update)
     await drain(jobs)
     assert calls.rung == [("101", "79001112233", "tg-0000000000000001")]
+    assert calls.shown == [("74950000101", "Ольга")]  # called back from the number the client called
     assert jobs.counts() == {}
     assert tg.texts("-100") == ["Пропущенный звонок\n↩️ Перезванивает сотрудник 101"]
 
