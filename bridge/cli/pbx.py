@@ -16,7 +16,10 @@ from bridge.cli.common import EXIT_AMI, say
 from bridge.config import Config
 from bridge.pbx.ami_protocol import AmiError
 from bridge.pbx.ari import AriClient, AriError, AriNotFound
-from bridge.pbx.originate import Actions, PbxActions, ari_settings, open_actions
+from bridge.pbx.ari_actions import AriActions
+from bridge.pbx.originate import PbxActions, ari_settings
+
+Actions = AriActions | PbxActions
 
 EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
 
@@ -92,6 +95,13 @@ async def status(actions: PbxActions) -> int:
     for linkedid, channels in st.calls.items():
         print(f"  {linkedid}: " + "; ".join(channels))
     return 0 if ok else 1
+
+
+async def open_actions(cfg: Config) -> Actions:
+    """Calls go over ARI when it is configured (AriError), over AMI otherwise (AmiError)."""
+    if cfg.asterisk.ari.configured:
+        return await AriActions.open(cfg)
+    return await PbxActions.open(cfg)
 
 
 async def place(cfg: Config, args: argparse.Namespace) -> int:

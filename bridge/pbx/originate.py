@@ -3,11 +3,11 @@
 Every call (CLI ``call`` and ``callback``, Bitrix24 click-to-call, the Telegram «Перезвонить»
 button) goes over ARI when ``asterisk.ari`` is enabled and has a password, over AMI otherwise:
 
-- ``open_actions(cfg)`` (the CLI): ``AriActions`` — a Stasis application of the command's own
-  (``<app>-cli-<code>``, bridge/pbx/stasis.py) — or ``PbxActions`` — an AMI connection of its own,
-  Originate with Async=true and a ChannelId we choose, followed by its Linkedid. Either way a
-  call is given up only while it rings: once the client answers no timer applies, and Ctrl-C
-  hangs up what the command placed (and nothing else).
+- The CLI: ``AriActions`` (bridge/pbx/ari_actions.py) — a Stasis application of the command's
+  own — or ``PbxActions`` here — an AMI connection of its own, Originate with Async=true and a
+  ChannelId we choose, followed by its Linkedid. Either way a call is given up only while it
+  rings: once the client answers no timer applies, and Ctrl-C hangs up what the command placed
+  (and nothing else).
 - ``Originator`` (the daemon): rings the employee, then the client, over the daemon's ARI
   application (or its AMI connection). The records come from the tracker as for any call; when the
   client was never dialled (the employee was busy, did not answer, rejected, hung up) the
@@ -20,23 +20,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from bridge.backoff import Backoff
 from bridge.calls.numbers import normalise, pretty
 from bridge.calls.records import CallRecord, Event, make
 from bridge.config import Config
 from bridge.errors import PermanentFailure, RetryLater
 from bridge.pbx.ami import AmiConnection, AmiSupervisor
 from bridge.pbx.ami_protocol import AmiError, AmiMessage
-from bridge.pbx.ari import AriClient, AriDialFailed, AriError, AriSettings, AriSupervisor, AriUnavailable
+from bridge.pbx.ari import AriDialFailed, AriError, AriSettings, AriSupervisor, AriUnavailable
 from bridge.pbx.follow import (
-    AriFollower,
     CallFollower,
     CallResult,
     Outcome,
@@ -46,7 +44,8 @@ from bridge.pbx.follow import (
     employee_end,
 )
 from bridge.pbx.pipeline import ami_settings
-from bridge.pbx.stasis import EVENTS, StasisApp, StasisSettings
+from bridge.pbx.stasis import StasisApp
+from bridge.pbx.stasis_call import StasisSettings
 
 log = structlog.get_logger("bridge.originate")
 
@@ -67,6 +66,7 @@ def stasis_settings(cfg: Config, app: str) -> StasisSettings:
         employee_timeout=cfg.pbx.employee_ring_timeout,
         client_timeout=max(cfg.cli.call_timeout, 30.0) + 30.0,
         test_media=f"sound:{cfg.cli.test_call_data}",
+        max_call_age=cfg.pbx.max_call_age,
     )
 
 
@@ -88,93 +88,6 @@ async def wait_ringing(answered: asyncio.Event, done: asyncio.Event, timeout: fl
 
 
 # -- the CLI -------------------------------------------------------------------------------------
-
-
-class AriActions:
-    """The CLI's test calls and call-backs over ARI, in a Stasis application of the command's own."""
-
-    def __init__(
-        self, cfg: Config, stasis: StasisApp, events: AriSupervisor, task: asyncio.Task[None]
-    ) -> None:
-        self.cfg = cfg
-        self.stasis = stasis
-        self._events = events
-        self._task = task
-
-    @classmethod
-    async def open(cls, cfg: Config) -> AriActions:
-        """Connect (AriError when ARI cannot be reached or refuses the login)."""
-        app = f"{cfg.asterisk.ari.app}-cli-{uuid.uuid4().hex[:8]}"
-        client = AriClient(ari_settings(cfg, app))
-        stasis = StasisApp(client, stasis_settings(cfg, app))
-        events = AriSupervisor(client, stasis.on_event, stasis.readopt, EVENTS, Backoff(0.2, 2.0))
-        try:
-            ws = await client.events(app)
-        except AriError:
-            await client.close()
-            raise
-        task = asyncio.create_task(events.run(ws), name="ari-cli-events")
-        waiter = asyncio.ensure_future(events.connected.wait())
-        await asyncio.wait(
-            [task, waiter], timeout=client.settings.connect_timeout * 2, return_when=asyncio.FIRST_COMPLETED
-        )
-        waiter.cancel()
-        if not events.connected.is_set():  # the event filter was refused, or the task died
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await events.stop()
-            raise AriUnavailable(
-                f"ARI: приложение {app} не запустилось ({events.last_error or 'нет ответа'})"
-            )
-        return cls(cfg, stasis, events, task)
-
-    async def close(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self._events.stop()
-
-    async def test_call(self, number: str, say: Printer, timeout: float | None = None) -> Outcome:
-        """Call ``number`` through the trunk (Local/NUMBER@outgoing) and play the test sound."""
-        number = normalise(number, self.cfg.pbx.country_code)
-        call_id = new_call_id("nbcall")
-        follower = AriFollower(say)
-        say(f"тестовый звонок на {pretty(number)} (Local/{number}@{self.cfg.asterisk.outgoing_context})")
-        start = self.stasis.start_test(call_id, number, f"novofon-bridge <{number}>", follower)
-        return await self._follow(call_id, follower, start, timeout or self.cfg.cli.call_timeout + 30)
-
-    async def callback(
-        self, employee: str, client: str, did: str | None, say: Printer, timeout: float | None = None
-    ) -> Outcome:
-        """Ring the employee's phone first; once they answer, call the client through the trunk."""
-        client = normalise(client, self.cfg.pbx.country_code)
-        did = normalise(did, self.cfg.pbx.country_code) if did else ""
-        call_id = new_call_id("nbcb")
-        follower = AriFollower(say, employee)
-        say(f"обратный звонок: сначала сотрудник {employee}, затем клиент {pretty(client)}")
-        start = self.stasis.start_callback(
-            call_id, employee, client, did, callback_caller_id(self.cfg, client), follower
-        )
-        return await self._follow(call_id, follower, start, timeout or self.cfg.cli.call_timeout + 60)
-
-    async def _follow(
-        self, call_id: str, follower: AriFollower, start: Awaitable[None], timeout: float
-    ) -> Outcome:
-        """Ringing may take ``timeout`` s at most; a conversation takes as long as it takes."""
-        try:
-            try:
-                await start
-            except AriError as e:
-                follower.abandon(f"Asterisk отказал в вызове: {e}")
-                return follower.outcome
-            if not await wait_ringing(follower.answered, follower.done, timeout):
-                await self.stasis.hang_up(call_id)
-                follower.abandon(f"никто не ответил за {timeout:.0f} с — вызов сброшен")
-            await follower.done.wait()
-        except asyncio.CancelledError:  # Ctrl-C or SIGTERM: hang up what this command placed
-            await self.stasis.hang_up(call_id)
-            follower.abandon("прервано: вызовы этой команды сброшены")
-            raise
-        return follower.outcome
 
 
 class PbxActions:
@@ -298,16 +211,6 @@ class PbxStatus:
     banner: str
     registrations: dict[str, str]
     calls: dict[str, list[str]]
-
-
-Actions = AriActions | PbxActions
-
-
-async def open_actions(cfg: Config) -> Actions:
-    """The CLI's way to place calls: ARI when configured (AriError), else AMI (AmiError)."""
-    if cfg.asterisk.ari.configured:
-        return await AriActions.open(cfg)
-    return await PbxActions.open(cfg)
 
 
 # -- the daemon ----------------------------------------------------------------------------------

@@ -25,89 +25,31 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from bridge.pbx.ari import AriClient, AriError, Event
-from bridge.pbx.follow import CallResult, LegEnd, client_end, employee_end
+from bridge.pbx.stasis_call import (
+    CALLBACK,
+    CLIENT,
+    EMPLOYEE,
+    FAR,
+    FINAL_DIAL,
+    TEST,
+    TRUNK,
+    CallWatcher,
+    StasisCall,
+    StasisSettings,
+)
 
 log = structlog.get_logger("bridge.stasis")
 
 #: The events the application needs (the application's event filter; everything else stays home).
 EVENTS = ("StasisStart", "StasisEnd", "ChannelDestroyed", "Dial", "PlaybackFinished", "ApplicationReplaced")
-CALLBACK, TEST = "callback", "test"
-EMPLOYEE, CLIENT, FAR, TRUNK = "employee", "client", "far", "trunk"
 ORPHAN_AFTER = 60.0  # an empty bridge of ours this old belongs to no call any more
 _OUR_BRIDGE = re.compile(r"[a-z0-9]+-[0-9a-f]{16}-b")  # bridge of a call id from new_call_id()
-FINAL_DIAL = frozenset({"BUSY", "NOANSWER", "CANCEL", "CONGESTION", "CHANUNAVAIL", "DONTCALL", "INVALIDARGS"})
-
-
-class CallWatcher(Protocol):
-    """Who wants to know how a call goes (the CLI narrates; the daemon logs)."""
-
-    def step(self, key: str, detail: str = "") -> None: ...
-
-    def finished(self, result: CallResult) -> None: ...
-
-
-@dataclass(frozen=True)
-class StasisSettings:
-    app: str
-    outgoing_context: str = "outgoing"
-    employee_timeout: float = 30.0  # the employee's phone rings this long
-    client_timeout: float = 120.0  # above the dialplan's Dial() timeout: the dialplan decides first
-    test_media: str = "sound:hello-world"
-
-
-@dataclass
-class StasisCall:
-    call_id: str
-    kind: str
-    employee: str = ""  # extension
-    client: str = ""  # the number dialled through the trunk
-    did: str = ""  # our number shown to the client ("" = the dialplan's default)
-    watcher: CallWatcher | None = None
-    created: float = field(default_factory=time.monotonic)
-    up: set[str] = field(default_factory=set)  # our channels that answered (entered Stasis)
-    alive: set[str] = field(default_factory=set)  # our channels not destroyed yet
-    left: set[str] = field(default_factory=set)  # our channels that left the application (hanging up)
-    causes: dict[str, int] = field(default_factory=dict)
-    trunk: str = ""
-    dialstatus: str = ""
-    trunk_cause: int | None = None
-    answered_at: float | None = None
-    gone_at: float | None = None
-    first_gone: str = ""  # the leg that left first
-    bridged: bool = False
-    ending: bool = False
-
-    @property
-    def employee_chan(self) -> str:
-        return self.call_id if self.kind == CALLBACK else ""
-
-    @property
-    def client_chan(self) -> str:
-        return f"{self.call_id}-c" if self.kind == CALLBACK else self.call_id
-
-    @property
-    def far_chan(self) -> str:  # the Local channel's second half, which dials the trunk
-        return f"{self.call_id}-c2" if self.kind == CALLBACK else f"{self.call_id}-2"
-
-    @property
-    def bridge(self) -> str:
-        return f"{self.call_id}-b"
-
-    def role(self, chan: str) -> str:
-        if chan and chan == self.employee_chan:
-            return EMPLOYEE
-        return {self.client_chan: CLIENT, self.far_chan: FAR, self.trunk: TRUNK}.get(chan, "")
-
-    def step(self, key: str, detail: str = "") -> None:
-        if self.watcher is not None:
-            self.watcher.step(key, detail)
 
 
 class StasisApp:
@@ -326,7 +268,7 @@ class StasisApp:
     def _maybe_finish(self, call: StasisCall) -> None:
         if not call.ending or call.alive or call.call_id not in self.calls:
             return
-        result = self._result(call)
+        result = call.result()
         self._drop(call)
         log.info(
             "stasis.call_finished",
@@ -340,21 +282,6 @@ class StasisApp:
         )
         if call.watcher is not None:
             call.watcher.finished(result)
-
-    def _result(self, call: StasisCall) -> CallResult:
-        emp, cli = call.employee_chan, call.client_chan
-        if call.kind == CALLBACK and emp not in call.up:
-            cause = call.causes.get(emp)
-            return CallResult(False, EMPLOYEE, employee_end(cause, answered=False), cause)
-        if call.answered_at is None:
-            if call.kind == CALLBACK and call.first_gone == EMPLOYEE:
-                return CallResult(False, EMPLOYEE, LegEnd.HUNG_UP, call.causes.get(emp))
-            end = client_end(call.trunk_cause, call.dialstatus, call.causes.get(cli))
-            cause = call.trunk_cause or call.causes.get(cli)
-            return CallResult(False, CLIENT, end, cause, call.dialstatus)
-        talk = (call.gone_at or time.monotonic()) - call.answered_at
-        who = call.first_gone if call.first_gone in (EMPLOYEE, CLIENT) else ""
-        return CallResult(True, talk_seconds=max(0.0, talk), hung_up_by=who)
 
     # -- after a (re)connect -------------------------------------------------------------------
     async def readopt(self) -> None:
@@ -371,7 +298,9 @@ class StasisApp:
                     call.up.add(chan)
                     call.alive.add(chan)
         bridged = 0
-        for call in [c for c in self.calls.values() if c.created < asked]:  # not one placed meanwhile
+        for call in [
+            c for c in self.calls.values() if c.adopted or c.created < asked
+        ]:  # none placed meanwhile
             ours = [c for c in (call.employee_chan, call.client_chan) if c]
             expected = call.alive | call.up  # once the employee answered, the client leg exists
             if call.kind == CALLBACK and call.employee_chan in call.up:
@@ -417,12 +346,18 @@ class StasisApp:
             call.up.add(call.employee_chan)  # the client is only ever dialled once the employee answered
         else:
             return None
-        call.created = 0.0  # found in Asterisk, not being placed: readopt judges it
+        call.adopted = True  # found in Asterisk, not being placed: readopt judges it
         log.info("stasis.adopted", call_id=call.call_id, role=role)
         return self._add(call)
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _add(self, call: StasisCall) -> StasisCall:
+        # Calls leave on their last ChannelDestroyed, and readopt() settles them after a lost
+        # connection; one that outlived pbx.max_call_age anyway (a lost event) is let go here.
+        cutoff = time.monotonic() - self.s.max_call_age
+        for stale in [c for c in self.calls.values() if c.created < cutoff]:
+            log.warning("stasis.call_forgotten", call_id=stale.call_id)
+            self._drop(stale)
         self.calls[call.call_id] = call
         for chan in (call.employee_chan, call.client_chan, call.far_chan):
             if chan:

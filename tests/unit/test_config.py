@@ -26,6 +26,15 @@ def test_shipped_config_loads_with_defaults_and_env() -> None:
     assert cfg.asterisk.trunk_endpoints == ["novofon"]
     assert cfg.jsonl_path == Path("/var/lib/novofon-bridge/records.jsonl")
     assert "top-secret" not in repr(cfg)  # the secret is kept out of reprs and logs
+    ari = cfg.asterisk.ari  # enabled in the template, but without ARI_PASSWORD calls go over AMI
+    assert (ari.enabled, ari.url, ari.app, ari.configured) == (
+        True,
+        "http://127.0.0.1:8088/ari",
+        "novofon-bridge",
+        False,
+    )
+    with_ari = config.load(REPO / "config.yaml", env={**ENV, "ARI_PASSWORD": "ari-secret"})
+    assert with_ari.asterisk.ari.configured and "ari-secret" not in repr(with_ari)
 
 
 def test_env_default_and_override(tmp_path: Path) -> None:
@@ -53,6 +62,14 @@ def test_env_default_and_override(tmp_path: Path) -> None:
         ("asterisk: [1, 2]\n", "asterisk", "expected a mapping"),
         ("telegram:\n  token: x\n", "telegram", "unknown key"),
         ("asterisk:\n  trunk_endpoints: []\n", "asterisk.trunk_endpoints", "at least one"),
+        ("asterisk:\n  ari:\n    url: 127.0.0.1:8088\n", "asterisk.ari.url", "expected http://HOST:PORT/ari"),
+        (
+            "asterisk:\n  ari:\n    url: http://u:p@127.0.0.1:8088/ari\n",
+            "asterisk.ari.url",
+            "no user or password in the URL",
+        ),
+        ("asterisk:\n  ari:\n    app: 'a b'\n", "asterisk.ari.app", "letters, digits"),
+        ("pbx:\n  employee_ring_timeout: 1\n", "pbx.employee_ring_timeout", "3..300 seconds"),
     ],
 )
 def test_mistakes_are_explained(tmp_path: Path, text: str, key: str, says: str) -> None:

@@ -13,7 +13,8 @@ import pytest
 
 from bridge.pbx.ari import AriClient, AriSettings
 from bridge.pbx.follow import CallResult, LegEnd, client_end, describe, employee_end
-from bridge.pbx.stasis import StasisApp, StasisSettings
+from bridge.pbx.stasis import StasisApp
+from bridge.pbx.stasis_call import StasisSettings
 from tests.fakes.ari import PASSWORD, USER, FakeAri
 
 APP = "novofon-bridge"
@@ -250,6 +251,13 @@ async def test_a_client_answering_after_a_restart_is_bridged(app: StasisApp, fak
     assert fake.hangups == [] and fake.bridges == {}
     await feed(app, fake, start(CLI, "client"))
     assert fake.bridges == {BRIDGE: [EMP, CLI]}
+
+
+async def test_a_call_never_heard_of_again_is_forgotten(app: StasisApp, fake: FakeAri) -> None:
+    await app.start_callback(CALL, "101", CLIENT, "", "Клиент <79001110001>", Watch())
+    app.calls[CALL].created -= app.s.max_call_age + 1  # its events were lost for longer than any call
+    await app.start_callback("b24-00000000000000ff", "102", CLIENT, "", "Клиент <79001110001>", Watch())
+    assert list(app.calls) == ["b24-00000000000000ff"]
 
 
 def test_leg_classification() -> None:
