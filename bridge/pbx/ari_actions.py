@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 from bridge.backoff import Backoff
 from bridge.calls.numbers import normalise, pretty
 from bridge.config import Config
-from bridge.pbx.ari import AriClient, AriError, AriSupervisor, AriUnavailable
+from bridge.pbx.ari import AriBadRequest, AriClient, AriError, AriSupervisor, AriUnavailable
 from bridge.pbx.follow import AriFollower, Outcome, Printer
 from bridge.pbx.originate import ari_settings, callback_caller_id, new_call_id, stasis_settings, wait_ringing
 from bridge.pbx.stasis import EVENTS, StasisApp
@@ -91,6 +91,9 @@ class AriActions:
         try:
             try:
                 await start
+            except AriBadRequest as e:  # refused before anything was sent
+                follower.abandon(str(e))
+                return follower.outcome
             except AriError as e:
                 follower.abandon(f"Asterisk отказал в вызове: {e}")
                 return follower.outcome

@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from bridge.pbx.ari import AriClient, AriError, Event
+from bridge.pbx.ari import AriBadRequest, AriClient, AriError, Event
 from bridge.pbx.stasis_call import (
     CALLBACK,
     CLIENT,
@@ -48,6 +48,11 @@ log = structlog.get_logger("bridge.stasis")
 
 #: The events the application needs (the application's event filter; everything else stays home).
 EVENTS = ("StasisStart", "StasisEnd", "ChannelDestroyed", "Dial", "PlaybackFinished", "ApplicationReplaced")
+# What may reach a dial string or the Stasis arguments (the entrances check numbers for people
+# with bridge/calls/numbers.py; this is the last line, where values become ARI requests).
+_NUMBER = re.compile(r"[0-9]{1,20}")
+_ENDPOINT = re.compile(r"[A-Za-z0-9_-]{1,40}")
+_CALL = re.compile(r"[A-Za-z0-9_-]{1,60}")
 ORPHAN_AFTER = 60.0  # an empty bridge of ours this old belongs to no call any more
 _OUR_BRIDGE = re.compile(r"[a-z0-9]+-[0-9a-f]{16}-b")  # bridge of a call id from new_call_id()
 
@@ -74,6 +79,9 @@ class StasisApp:
         watcher: CallWatcher | None = None,
     ) -> None:
         """Ring ``employee`` (caller ID ``caller_id``); the rest follows from the events."""
+        _check(call_id=(_CALL, call_id), employee=(_ENDPOINT, employee), client=(_NUMBER, client))
+        if did:
+            _check(did=(_NUMBER, did))
         call = self._add(StasisCall(call_id, CALLBACK, employee, client, did, watcher))
         call.alive.add(call.employee_chan)
         try:
@@ -93,6 +101,7 @@ class StasisApp:
         self, call_id: str, number: str, caller_id: str, watcher: CallWatcher | None = None
     ) -> None:
         """Call ``number`` through the trunk and play the test sound once it answers."""
+        _check(call_id=(_CALL, call_id), number=(_NUMBER, number))
         call = self._add(StasisCall(call_id, TEST, client=number, watcher=watcher))
         try:
             await self._originate_client(call, caller_id, originator=None)
@@ -387,6 +396,12 @@ class StasisApp:
             await action
         except AriError as e:
             log.info("stasis.action_failed", error=str(e))
+
+
+def _check(**values: tuple[re.Pattern[str], str]) -> None:
+    for name, (pattern, value) in values.items():
+        if not pattern.fullmatch(value):
+            raise AriBadRequest(f"недопустимое значение {name}={value[:40]!a}: вызов не сделан")
 
 
 def _age(creationtime: str) -> float:

@@ -60,6 +60,7 @@ class FakeAri(FakeServer):
         self.hangups: list[tuple[str, str]] = []  # (channel, reason)
         self.log: list[str] = []  # "METHOD path" of every REST call
         self.unreachable: set[str] = set()
+        self.answer_pings = True  # False: a half-open connection (no pongs, no close)
         self._seq = 0
         r = self.app.router
         r.add_get("/ari/events", self.events)
@@ -95,7 +96,7 @@ class FakeAri(FakeServer):
     # -- events --------------------------------------------------------------------------------
     async def events(self, request: web.Request) -> web.WebSocketResponse:
         app = request.query.get("app", "")
-        ws = web.WebSocketResponse()
+        ws = web.WebSocketResponse(autoping=self.answer_pings)
         await ws.prepare(request)
         self.connects.append(dict(request.query))
         self.sockets.setdefault(app, []).append(ws)
@@ -103,6 +104,8 @@ class FakeAri(FakeServer):
             async for msg in ws:
                 if msg.type is WSMsgType.ERROR:
                     break
+                if msg.type is WSMsgType.PING and not self.answer_pings:
+                    continue  # swallowed: the client hears nothing back
         finally:
             self.sockets[app].remove(ws)
         return ws

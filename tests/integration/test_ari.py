@@ -14,7 +14,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -26,7 +25,7 @@ from bridge.integrations.bitrix24.settings import Bitrix24Settings
 from bridge.integrations.telegram.settings import TelegramSettings
 from bridge.integrations.telegram.state import TelegramCall, save_call
 from bridge.outbox.state import StateStore
-from bridge.pbx.ami import AmiConnection
+from bridge.pbx.ami import AmiConnection, AmiSettings
 from tests.conftest import REPO, arx, hangup_all, lab_config, lab_env
 from tests.fakes.bitrix import ExternalCall, FakeBitrix
 from tests.fakes.telegram import TOKEN, FakeTelegram
@@ -219,8 +218,10 @@ async def test_cli_shows_the_client_on_the_handset_and_our_number_to_the_client(
         if msg.get("Event") == "Newchannel" and msg.get("Context") == "from-pbx":
             seen["network"].append(msg.get("CallerIDNum", ""))
 
-    phones = await AmiConnection.open(dataclasses.replace(_lab_ami(L.PHONES_IP)), on_phones)
-    provider = await AmiConnection.open(dataclasses.replace(_lab_ami(L.PROVIDER_IP)), on_provider)
+    phones = await AmiConnection.open(AmiSettings(host=L.PHONES_IP, username="lab", secret="lab"), on_phones)
+    provider = await AmiConnection.open(
+        AmiSettings(host=L.PROVIDER_IP, username="lab", secret="lab"), on_provider
+    )
     try:
         code, out, err = await cli(
             lab,
@@ -238,12 +239,6 @@ async def test_cli_shows_the_client_on_the_handset_and_our_number_to_the_client(
         await provider.close()
     assert code == 0, out + err
     assert seen == {"handset": [f"Обратный звонок <{L.NUM_ANSWER}>"], "network": [L.DID_GROUP]}
-
-
-def _lab_ami(ip: str) -> Any:
-    from bridge.pbx.ami import AmiSettings
-
-    return AmiSettings(host=ip, username="lab", secret="lab")
 
 
 async def test_cli_never_cuts_a_conversation_and_ctrl_c_hangs_up_only_its_own_call(

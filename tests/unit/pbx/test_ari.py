@@ -178,6 +178,17 @@ async def test_events_in_order_reconnect_and_resubscribe(fake: FakeAri) -> None:
         assert st["last_error"] is None
 
 
+async def test_a_half_open_connection_is_noticed_by_the_heartbeat(fake: FakeAri) -> None:
+    fake.answer_pings = False  # the first connection goes silent: no pongs, no close
+    rec = Recorder()
+    sup = AriSupervisor(AriClient(settings(fake)), rec.on_event, rec.on_connected, None, Backoff(0.01, 0.05))
+    async with supervised(sup):
+        await until(sup.connected.is_set, timeout=5)
+        fake.answer_pings = True  # the next one is healthy
+        await until(lambda: sup.connects == 2 and sup.connected.is_set(), timeout=10)  # heartbeat 1 s
+    assert len(fake.connects) == 2
+
+
 async def test_refused_login_is_reported_and_retried_slowly(fake: FakeAri) -> None:
     rec = Recorder()
     backoff = Backoff(0.01, 0.3)

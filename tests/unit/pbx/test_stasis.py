@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bridge.pbx.ari import AriClient, AriSettings
+from bridge.pbx.ari import AriBadRequest, AriClient, AriSettings
 from bridge.pbx.follow import CallResult, LegEnd, client_end, describe, employee_end
 from bridge.pbx.stasis import StasisApp
 from bridge.pbx.stasis_call import StasisSettings
@@ -258,6 +258,20 @@ async def test_a_call_never_heard_of_again_is_forgotten(app: StasisApp, fake: Fa
     app.calls[CALL].created -= app.s.max_call_age + 1  # its events were lost for longer than any call
     await app.start_callback("b24-00000000000000ff", "102", CLIENT, "", "Клиент <79001110001>", Watch())
     assert list(app.calls) == ["b24-00000000000000ff"]
+
+
+@pytest.mark.parametrize(
+    ("employee", "client", "did"),
+    [("101", "123@from-internal", ""), ("101/x", CLIENT, ""), ("101", CLIENT, "7495,evil"), ("", CLIENT, "")],
+)
+async def test_nothing_unsafe_reaches_a_dial_string(
+    app: StasisApp, fake: FakeAri, employee: str, client: str, did: str
+) -> None:
+    with pytest.raises(AriBadRequest, match="недопустимое значение"):
+        await app.start_callback(CALL, employee, client, did, "x <1>", Watch())
+    with pytest.raises(AriBadRequest):
+        await app.start_test(CALL, "1@x", "x <1>")
+    assert fake.log == [] and app.active == 0
 
 
 def test_leg_classification() -> None:
