@@ -3,95 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from bridge.calls.records import CallRecord
-from bridge.directory import Directory, Employee
+from bridge.directory import Directory
 from bridge.http.client import Http
 from bridge.integrations.bitrix24.settings import Bitrix24Settings, BitrixApp
 from bridge.integrations.novofon.webhook_sink import WebhookSink
 from bridge.integrations.telegram.settings import TelegramSettings
-from bridge.outbox.dispatcher import Dispatcher, RetryPolicy
-from bridge.outbox.sink import Sink
 from bridge.outbox.state import StateStore
 from bridge.outbox.store import OutboxStore, State
 from tests.fakes.base import Fault
 from tests.fakes.bitrix import CLIENT_ID, CLIENT_SECRET, FakeBitrix, query_limit
 from tests.fakes.novofon_receiver import NovofonReceiver
 from tests.fakes.telegram import TOKEN, FakeTelegram, too_many_requests
-from tests.helpers import bitrix_sink, telegram_sink, until
+from tests.helpers import bitrix_sink, telegram_sink
 from tests.transcripts import replay
-
-FAST = RetryPolicy(base=0.01, cap=0.05, max_age=60, send_timeout=5)
-GROUP, IVAN, PETR = "-1001234567890", "5550101", "5550102"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[OutboxStore]:
-    s = OutboxStore(tmp_path / "outbox.sqlite3")
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def directory(store: OutboxStore) -> Directory:
-    d = Directory(store.db)
-    d.upsert(Employee("101", "Иван", bitrix_user_id="11", telegram_chat_id=IVAN))
-    d.upsert(Employee("102", "Пётр", bitrix_user_id="12", telegram_chat_id=PETR))
-    return d
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[Http]:
-    h = Http(timeout=5)
-    yield h
-    await h.close()
-
-
-@contextlib.asynccontextmanager
-async def serving(*fakes: object) -> AsyncIterator[None]:
-    for f in fakes:
-        await f.start()  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        for f in fakes:
-            await f.stop()  # type: ignore[attr-defined]
-
-
-async def deliver(
-    store: OutboxStore,
-    sinks: list[Sink],
-    records: list[CallRecord],
-    policy: RetryPolicy = FAST,
-    timeout: float = 15,
-) -> None:
-    """Commit ``records`` and run the dispatcher until every delivery is settled."""
-    d = Dispatcher(store, sinks, policy)
-    store.add(records, d.sink_names)
-    task = asyncio.create_task(d.run())
-    try:
-        await until(lambda: not store.list(State.PENDING), timeout=timeout, interval=0.02)
-    finally:
-        await d.stop(1)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def with_recording(records: list[CallRecord], path: Path) -> list[CallRecord]:
-    return [
-        CallRecord(r.fields, {**r.meta, "recording_file": str(path)})
-        if r.fields.get("call_id_with_rec")
-        else r
-        for r in records
-    ]
-
+from tests.unit.integrations.conftest import FAST, GROUP, IVAN, PETR, deliver, serving, with_recording
 
 # -- Telegram -----------------------------------------------------------------------------------
 
