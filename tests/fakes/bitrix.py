@@ -20,12 +20,13 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlparse
+from urllib.parse import urlparse
 
 import aiohttp
 from aiohttp import web
 
 from tests.fakes.base import FakeServer, Fault
+from tests.fakes.bitrix_batch import run_batch
 
 WEBHOOK_USER, WEBHOOK_CODE = "1", "fakewebhookcode123"
 CLIENT_ID, CLIENT_SECRET = "local.fake.app", "fake-client-secret"
@@ -37,7 +38,6 @@ KNOWN_EVENTS = frozenset({"ONEXTERNALCALLSTART", "ONEXTERNALCALLBACKSTART", "ONU
 APP_ONLY_METHODS = frozenset(
     {"event.bind", "event.get", "event.unbind", "app.info", "telephony.externalline.add"}
 )
-_REF = re.compile(r"^\$result\[([^\]]+)\]((?:\[[^\]]*\])*)$")
 
 
 def query_limit() -> Fault:
@@ -95,6 +95,7 @@ class FakeBitrix(FakeServer):
         self.log: list[tuple[str, dict[str, Any]]] = []  # every method called (batch: each command too)
         self.http_requests: list[str] = []  # one entry per REST HTTP request ("batch" counts once)
         self.refused: list[tuple[str, str]] = []  # (method, error) of every refusal
+        self.shown_at: dict[str, float] = {}  # CALL_ID -> when its card was first shown (monotonic)
         self._ids = itertools.count(1)
         self.refresh_token = "refresh-0"
         self.access_tokens: dict[str, float] = {}
@@ -132,6 +133,7 @@ class FakeBitrix(FakeServer):
             self._bucket_at = now
             if self._bucket + 1 > burst:
                 admitted = False
+                self.refused.append(("*", "QUERY_LIMIT_EXCEEDED"))
             else:
                 self._bucket += 1
         if self.latency:
@@ -291,42 +293,12 @@ class FakeBitrix(FakeServer):
         if not isinstance(cmd, dict) or not cmd:
             raise Refused(400, "ERROR_ARGUMENT", "cmd is required")
         halt = str(p.get("halt", "0")) in ("1", "true", "True")
-        result: dict[str, Any] = {}
-        errors: dict[str, Any] = {}
-        totals: dict[str, Any] = {}
-        for i, (key, line) in enumerate(cmd.items()):
-            if i >= 50:
-                errors[key] = {
-                    "error": "ERROR_BATCH_LENGTH_EXCEEDED",
-                    "error_description": "Max batch length exceeded",
-                }
-                continue
-            method, _, query = str(line).partition("?")
-            if method.lower() == "batch":
-                errors[key] = {
-                    "error": "ERROR_BATCH_METHOD_NOT_ALLOWED",
-                    "error_description": "Method is not allowed for batch usage",
-                }
-                continue
-            params = _substitute(php_parse(query), result)
-            try:
-                answer = self._call(method, params, auth)
-                if isinstance(answer, _Paged):
-                    totals[key] = answer.total
-                    answer = answer.page
-                result[key] = answer
-            except Refused as e:
-                errors[key] = {"error": e.error, "error_description": e.description}
-                if halt:
-                    break
-        # PHP encodes an empty array as [], a filled one as an object: clients must take both
-        return {
-            "result": result or [],
-            "result_error": errors or [],
-            "result_total": totals or [],
-            "result_next": [],
-            "result_time": [],
-        }
+
+        def one(method: str, params: dict[str, Any]) -> tuple[Any, int | None]:
+            answer = self._call(method, params, auth)
+            return (answer.page, answer.total) if isinstance(answer, _Paged) else (answer, None)
+
+        return run_batch(cmd, halt, one, Refused)
 
     # -- methods ---------------------------------------------------------------------------------
     def _call(self, method: str, p: dict[str, Any], auth: Auth) -> Any:
@@ -411,6 +383,8 @@ class FakeBitrix(FakeServer):
                 return False  # documented: result false when the call is not found
             users = p.get("USER_ID") if isinstance(p.get("USER_ID"), list) else [p.get("USER_ID")]
             (call.shown if m.endswith("show") else call.hidden).update(str(u) for u in users)
+            if m.endswith("show"):
+                self.shown_at.setdefault(call.call_id, time.monotonic())
             return True
         if m == "telephony.externalcall.finish":
             if call is None:
@@ -493,46 +467,3 @@ class _Paged:
     page: list[Any]
     total: int
     next: int | None
-
-
-def php_parse(query: str) -> dict[str, Any]:
-    """A query string as PHP's parse_str reads it: ``A[B]=1&L[]=x&L[]=y`` -> {"A": {"B": "1"},
-    "L": ["x", "y"]} (an array with keys 0..n-1 is a list)."""
-    out: dict[str, Any] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        name, bracket, rest = key.partition("[")
-        parts = [name, *re.findall(r"\[([^\]]*)\]", bracket + rest)]
-        node = out
-        for i, part in enumerate(parts):
-            if part == "":
-                part = str(len(node))
-            if i == len(parts) - 1:
-                node[part] = value
-            else:
-                node = node.setdefault(part, {})
-    return _lists(out)
-
-
-def _lists(node: Any) -> Any:
-    if not isinstance(node, dict):
-        return node
-    items = {k: _lists(v) for k, v in node.items()}
-    if items and list(items) == [str(i) for i in range(len(items))]:
-        return list(items.values())
-    return items
-
-
-def _substitute(value: Any, results: dict[str, Any]) -> Any:
-    """``$result[key][FIELD]`` -> that field of an earlier command's result (batch references)."""
-    if isinstance(value, dict):
-        return {k: _substitute(v, results) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, results) for v in value]
-    if isinstance(value, str):
-        m = _REF.match(value)
-        if m:
-            node: Any = results.get(m.group(1))
-            for part in re.findall(r"\[([^\]]*)\]", m.group(2)):
-                node = node.get(part) if isinstance(node, dict) else None
-            return "" if node is None else node
-    return value

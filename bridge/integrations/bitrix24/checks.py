@@ -32,6 +32,11 @@ async def problems(settings: Bitrix24Settings, client: BitrixClient) -> list[str
             "не задан sinks.bitrix24.public_url: события (click-to-call, новые сотрудники) не будут "
             "подписаны (event.bind)"
         )
+    if settings.app_mode and not (settings.app.client_id and settings.app.client_secret):
+        found.append(
+            "не заданы sinks.bitrix24.app.client_id / client_secret: токен не обновится через час "
+            "(возьмите их из формы локального приложения)"
+        )
     if settings.app_mode and not client.has_credentials():
         return [*found, "локальное приложение не установлено на портале: нет токена (ждём ONAPPINSTALL)"]
     try:

@@ -157,6 +157,12 @@ class BitrixClient:
 
     async def _refresh_now(self, current: OAuthToken | None) -> OAuthToken:
         app = self.s.app
+        if not app.client_id or not app.client_secret:
+            raise RetryLater(
+                "Bitrix24: токен истёк, а для его обновления нужны sinks.bitrix24.app.client_id и "
+                "client_secret (из формы локального приложения): впишите их и перезапустите службу",
+                retry_after=60.0,
+            )
         query = {
             "grant_type": "refresh_token",
             "client_id": app.client_id,

@@ -67,10 +67,9 @@ class Bitrix24Settings:
         if self.webhook_url:
             settings_checks.url("webhook_url", self.webhook_url)
         elif self.app.portal_url:
+            # client_id / client_secret may come later: Bitrix24 shows them only after saving the
+            # application, which is when it posts ONAPPINSTALL; they are needed to renew tokens.
             settings_checks.url("app.portal_url", self.app.portal_url)
-            for name in ("client_id", "client_secret"):  # the tokens come with ONAPPINSTALL
-                if not getattr(self.app, name):
-                    raise SettingsError(f"app.{name}", "required for the application mode")
         else:
             raise SettingsError(
                 "app.portal_url",

@@ -143,12 +143,18 @@ class Bitrix24Sink:
         line = f.get("called_did", "") if inbound else f.get("called_did") or self._default_line
         if line:
             params["LINE_NUMBER"] = line
-        if show is None:
-            result = await self._call("telephony.externalcall.register", params)
-            st.call_id = result["CALL_ID"]
-            self._save(r.pbx_call_id, st)
+        if show is not None:
+            await self._register_with_card(r, st, params, show)
             return
-        card = {"CALL_ID": Ref("register", "CALL_ID"), "USER_ID": show}
+        result = await self._call("telephony.externalcall.register", params)
+        st.call_id = result["CALL_ID"]
+        self._save(r.pbx_call_id, st)
+
+    async def _register_with_card(
+        self, r: CallRecord, st: BitrixCall, params: dict[str, str], user: str
+    ) -> None:
+        """register + show in one batch request: show takes register's CALL_ID on the portal."""
+        card = {"CALL_ID": Ref("register", "CALL_ID"), "USER_ID": user}
         done = await self.client.batch(
             {
                 "register": ("telephony.externalcall.register", params),
@@ -159,7 +165,7 @@ class Bitrix24Sink:
         if isinstance(registered, dict) and registered.get("CALL_ID"):
             st.call_id = str(registered["CALL_ID"])
             if "show" in done.results:
-                st.shown.append(show)
+                st.shown.append(user)
             self._save(r.pbx_call_id, st)
         for name in ("register", "show"):  # halted at the first error: at most one of them
             if name in done.errors:

@@ -14,7 +14,7 @@ import pytest
 from bridge.calls.records import CallRecord
 from bridge.cli.main import main
 from bridge.directory import Directory, Employee
-from bridge.errors import PermanentFailure, RetryLater
+from bridge.errors import PermanentFailure, RetryLater, SettingsError
 from bridge.http.client import Http
 from bridge.integrations.bitrix24.application import Application
 from bridge.integrations.bitrix24.batch import BatchResult, Ref, command
@@ -26,7 +26,8 @@ from bridge.outbox.dispatcher import Dispatcher, RetryPolicy
 from bridge.outbox.sink import Sink
 from bridge.outbox.state import StateStore
 from bridge.outbox.store import OutboxStore, State
-from tests.fakes.bitrix import CLIENT_ID, CLIENT_SECRET, FakeBitrix, php_parse, portal_user
+from tests.fakes.bitrix import CLIENT_ID, CLIENT_SECRET, FakeBitrix, portal_user
+from tests.fakes.bitrix_batch import php_parse
 from tests.helpers import bitrix_sink, delivery, until
 from tests.transcripts import replay
 
@@ -285,3 +286,29 @@ async def test_check_command_reports_missing_scopes(
     err = capsys.readouterr().err
     assert "Bitrix24: у входящего вебхука нет права «user»" in err
     assert code != 0
+
+
+def test_settings_application_needs_only_the_portal_and_not_a_webhook_too() -> None:
+    # client_id/secret appear in Bitrix24's form only after saving, when ONAPPINSTALL is posted
+    Bitrix24Settings(enabled=True, app=BitrixApp("https://example.bitrix24.ru")).validate()
+    both = Bitrix24Settings(
+        enabled=True,
+        webhook_url="https://example.bitrix24.ru/rest/1/c0de/",
+        app=BitrixApp("https://example.bitrix24.ru"),
+    )
+    with pytest.raises(SettingsError, match="not both"):
+        both.validate()
+
+
+async def test_renewing_a_token_without_client_credentials_says_what_to_set(
+    http: Http, store: OutboxStore, bx: FakeBitrix
+) -> None:
+    settings = application(bx, app=BitrixApp(bx.url, oauth_url=f"{bx.url}/oauth/token/"))
+    state = StateStore(store.db)
+    client = BitrixClient(settings, http, state)
+    await Application(settings, client, state, {}).accept_install(bx.install_form())
+    assert await client.call("user.get", {"ID": "11"})  # the installation's access token works
+    bx.expire_tokens()
+    with pytest.raises(RetryLater, match="client_id и client_secret"):
+        await client.call("user.get", {"ID": "11"})
+    assert any("client_id / client_secret" in p for p in await problems(settings, client))
