@@ -122,9 +122,10 @@ class FakeBitrix(FakeServer):
     def _error(status: int, error: str, description: str) -> web.Response:
         return web.json_response({"error": error, "error_description": description}, status=status)
 
-    async def _admit(self) -> bool:
+    async def _admit(self, method: str) -> bool:
         """The leaky bucket (counter +1 per HTTP request, -Y per second, over X: refused); then the
         portal's answer time."""
+        self.http_requests.append(method)
         admitted = True
         if self.limit is not None:
             burst, drain = self.limit
@@ -141,14 +142,14 @@ class FakeBitrix(FakeServer):
         return admitted
 
     async def webhook(self, request: web.Request) -> web.Response:
-        if not await self._admit():
+        if not await self._admit(request.match_info["method"]):
             return self._error(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
         return await self._answer(
             request.match_info["method"], await request.json(), Auth("webhook", self.webhook_scopes)
         )
 
     async def oauth_call(self, request: web.Request) -> web.Response:
-        if not await self._admit():
+        if not await self._admit(request.match_info["method"]):
             return self._error(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
         params = await request.json()
         token = params.pop("auth", None)
@@ -160,7 +161,6 @@ class FakeBitrix(FakeServer):
         return await self._answer(request.match_info["method"], params, Auth("app", self.app_scopes))
 
     async def _answer(self, method: str, params: dict[str, Any], auth: Auth) -> web.Response:
-        self.http_requests.append(method)
         try:
             if method.lower() == "batch":
                 return web.json_response({"result": self._batch(params, auth)})

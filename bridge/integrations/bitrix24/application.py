@@ -13,6 +13,7 @@ refresh token has to be pasted into config.yaml. Who may install:
   time) is enough; otherwise — the first installation, or a reinstallation, which brings a new
   application_token — the access token it carries must work on our portal for our application
   (``app.info``): only the portal can hand out such a token (b24restdocs, safe-event-handlers).
+  Such a proof is made at most once per PROOF_INTERVAL (429 otherwise).
 
 Registration. Bitrix24 drops an application's event handlers when it is reinstalled or updated,
 so after every installation (and on start) a supervised task binds our handler
@@ -46,6 +47,7 @@ EVENTS = ("ONEXTERNALCALLSTART", *USER_EVENTS)
 # Bitrix24's REST event list has no ONUSERUPDATE (SPECS.md): a refusal to bind it is expected;
 # the periodic user.get sync covers it.
 OPTIONAL_EVENTS = frozenset({"ONUSERUPDATE"})
+PROOF_INTERVAL = 5.0  # forged installations cannot make us spend the portal's rate limit
 _TOKEN = re.compile(r"[\w.\-]{8,256}")
 
 
@@ -67,6 +69,7 @@ class Application:
         self._state = state
         self.lines = dict(lines)  # our numbers (DID -> name) for telephony.externalLine.add
         self._installed = asyncio.Event()
+        self._last_proof = -PROOF_INTERVAL
         self.registered = False
 
     def expected_token(self) -> str:
@@ -95,6 +98,10 @@ class Application:
             raise BadRequest(403, "wrong-portal", "auth[member_id] is not our portal's")
         known = self.expected_token()
         if not (known and hmac.compare_digest(app_token.encode(), known.encode())):
+            now = time.monotonic()
+            if now - self._last_proof < PROOF_INTERVAL:  # each proof costs a request to the portal
+                raise BadRequest(429, "too-many-installs", "an installation was checked moments ago")
+            self._last_proof = now
             try:
                 genuine = await self.client.token_works(access)
             except DeliveryError as e:

@@ -1,5 +1,5 @@
 """Bitrix24: calls in the CRM (the telephony sink), employees from its users (events and periodic
-sync), and click-to-call from a CRM card."""
+sync), click-to-call from a CRM card, and the local application's installation (application.py)."""
 
 from __future__ import annotations
 

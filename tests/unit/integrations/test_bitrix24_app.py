@@ -17,7 +17,8 @@ from bridge.app import App
 from bridge.config import Config, DirectoryConfig, EmployeeConfig, HttpConfig
 from bridge.errors import BadRequest
 from bridge.http.client import Http
-from bridge.integrations.bitrix24.application import Application
+from bridge.integrations.bitrix24 import application
+from bridge.integrations.bitrix24.application import PROOF_INTERVAL, Application
 from bridge.integrations.bitrix24.client import BitrixClient
 from bridge.integrations.bitrix24.settings import Bitrix24Settings, BitrixApp
 from bridge.integrations.bitrix24.state import load_install, load_token
@@ -72,7 +73,10 @@ async def bx() -> AsyncIterator[FakeBitrix]:
     await fake.stop()
 
 
-async def test_install_binds_the_events_so_click_to_call_arrives(tmp_path: Path, bx: FakeBitrix) -> None:
+async def test_install_binds_the_events_so_click_to_call_arrives(
+    tmp_path: Path, bx: FakeBitrix, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(application, "PROOF_INTERVAL", 0.0)  # it installs twice within a second
     port = free_port()
     cfg = config(tmp_path, bx, port)
     handler = f"http://127.0.0.1:{port}/api/bitrix/webhook"
@@ -158,11 +162,18 @@ async def test_a_forged_install_is_refused_and_a_genuine_reinstall_accepted(
         await app.accept_install(forged)
     assert (e.value.status, e.value.error) == (401, "bad-token")
     assert load_install(state) is None
+    with pytest.raises(BadRequest) as e:  # another one at once: refused without asking the portal
+        await app.accept_install(forged)
+    assert (e.value.status, e.value.error) == (429, "too-many-installs")
+    assert bx.http_requests == ["app.info"]
+    app._last_proof -= PROOF_INTERVAL
 
     assert await app.accept_install(bx.install_form()) == "installed"  # first install: token proved
+    app._last_proof -= PROOF_INTERVAL
     first = load_install(state)
     assert first is not None and first.member_id == MEMBER_ID
     reinstall = bx.install_form()
+    app._last_proof -= PROOF_INTERVAL
     assert await app.accept_install(reinstall) == "installed"  # reinstall: new token, proved
     second = load_install(state)
     assert second is not None and second.application_token == bx.application_token != first.application_token
