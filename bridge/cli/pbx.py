@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from bridge.cli.common import EXIT_AMI, say
 from bridge.config import Config
+from bridge.integrations.bitrix24.checks import check_portal
 from bridge.pbx.ami_protocol import AmiError
 from bridge.pbx.originate import PbxActions
 
@@ -30,10 +31,14 @@ async def check(cfg: Config, connect: bool) -> int:
     if not connect:
         return 0
 
+    bitrix = await check_portal(cfg.sinks.bitrix24, cfg.outbox_path) if cfg.sinks.bitrix24.enabled else []
+    for problem in bitrix:
+        print(f"Bitrix24: {problem}", file=sys.stderr)
+
     async def login(actions: PbxActions) -> int:
         status = await actions.status()
         print(f"AMI: вход выполнен ({cfg.asterisk.ami.host}:{cfg.asterisk.ami.port}, {status.banner})")
-        return 0
+        return 1 if bitrix else 0
 
     return await with_pbx(cfg, login)
 

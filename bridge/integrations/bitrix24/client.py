@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -14,6 +15,7 @@ import structlog
 from bridge.errors import PermanentFailure, RetryLater
 from bridge.http.client import Http, transport_error
 from bridge.http.ratelimit import TokenBucket
+from bridge.integrations.bitrix24.batch import MAX_COMMANDS, BatchResult, command
 from bridge.integrations.bitrix24.settings import Bitrix24Settings
 from bridge.integrations.bitrix24.state import OAuthToken, load_token, save_token
 from bridge.outbox.state import StateStore
@@ -25,6 +27,18 @@ class BitrixError(Exception):
     def __init__(self, status: int, error: str, description: str) -> None:
         super().__init__(f"Bitrix24 {status} {error}: {description}")
         self.status, self.error, self.description = status, error, description
+
+
+class AppNotInstalled(RetryLater):
+    """Application mode before ONAPPINSTALL: no token yet, and none pasted into the config."""
+
+    def __init__(self, settings: Bitrix24Settings) -> None:
+        url = settings.handler_url or f"https://ВАШ-ХОСТ{settings.events_path}"
+        super().__init__(
+            "Bitrix24: локальное приложение ещё не установлено на портале — установите его "
+            f"(«Путь для первоначальной установки»: {url}); токены придут с событием ONAPPINSTALL",
+            retry_after=60.0,
+        )
 
 
 class BitrixClient:
@@ -43,6 +57,36 @@ class BitrixClient:
     async def call(self, method: str, params: dict[str, Any]) -> Any:
         """Call a REST method; return its ``result``."""
         return (await self._request(method, params))["result"]
+
+    async def batch(
+        self, cmds: Mapping[str, tuple[str, Mapping[str, Any]]], halt: bool = True
+    ) -> BatchResult:
+        """Up to 50 commands in one request (``batch.Ref`` passes an earlier result on); with
+        ``halt`` the portal stops at the first failing command."""
+        if not 0 < len(cmds) <= MAX_COMMANDS:
+            raise ValueError(f"a batch takes 1..{MAX_COMMANDS} commands, not {len(cmds)}")
+        cmd = {key: command(method, params) for key, (method, params) in cmds.items()}
+        return BatchResult.parse(await self.call("batch", {"halt": 1 if halt else 0, "cmd": cmd}))
+
+    def raise_for(self, error: str, description: str) -> None:
+        """Classify a batch command's error as a whole request's would be."""
+        self._classify(BitrixError(400, error, description))
+
+    def has_credentials(self) -> bool:
+        """A webhook, or an application with a token (from ONAPPINSTALL or the config)."""
+        return bool(self.s.webhook_url or self.s.app.refresh_token or load_token(self._state))
+
+    async def token_works(self, access_token: str) -> bool:
+        """Does the portal accept this access token for our application (app.info)? How an
+        ONAPPINSTALL is proved to come from the portal (b24restdocs, safe-event-handlers)."""
+        await self._bucket.acquire()
+        url = self.s.app.portal_url.rstrip("/") + "/rest/app.info.json"
+        try:
+            async with self._http.session.post(url, json={"auth": access_token}) as resp:
+                body = await resp.json(content_type=None)
+                return resp.status == 200 and isinstance(body, dict) and isinstance(body.get("result"), dict)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise transport_error(e) from None
 
     async def call_all(self, method: str, params: dict[str, Any], limit: int = 10_000) -> list[Any]:
         """A list method, every page (Bitrix24 pages by 50 with ``start`` / ``next``)."""
@@ -95,6 +139,8 @@ class BitrixClient:
         if self.s.webhook_url:
             return self.s.webhook_url.rstrip("/") + f"/{method}.json", {}
         token = load_token(self._state)
+        if token is None and not self.s.app.refresh_token:
+            raise AppNotInstalled(self.s)
         if token is None or token.expires < time.time() + 30:
             token = await self._refresh(token)
         return self.s.app.portal_url.rstrip("/") + f"/rest/{method}.json", {"auth": token.access_token}
@@ -111,6 +157,12 @@ class BitrixClient:
 
     async def _refresh_now(self, current: OAuthToken | None) -> OAuthToken:
         app = self.s.app
+        if not app.client_id or not app.client_secret:
+            raise RetryLater(
+                "Bitrix24: токен истёк, а для его обновления нужны sinks.bitrix24.app.client_id и "
+                "client_secret (из формы локального приложения): впишите их и перезапустите службу",
+                retry_after=60.0,
+            )
         query = {
             "grant_type": "refresh_token",
             "client_id": app.client_id,

@@ -17,7 +17,7 @@ from bridge.integrations.telegram.settings import TelegramSettings
 from bridge.outbox.state import StateStore
 from bridge.outbox.store import OutboxStore, State
 from tests.fakes.base import Fault
-from tests.fakes.bitrix import CLIENT_ID, CLIENT_SECRET, FakeBitrix, query_limit
+from tests.fakes.bitrix import CLIENT_ID, CLIENT_SECRET, FakeBitrix, portal_user, query_limit
 from tests.fakes.novofon_receiver import NovofonReceiver
 from tests.fakes.telegram import TOKEN, FakeTelegram, too_many_requests
 from tests.helpers import bitrix_sink, telegram_sink
@@ -131,6 +131,13 @@ async def test_telegram_bad_token_is_a_permanent_failure(
 # -- Bitrix24 -----------------------------------------------------------------------------------
 
 
+PORTAL_USERS = [
+    portal_user(1, "", "Администратор Портала"),
+    portal_user(11, "101", "Иван Петров"),
+    portal_user(12, "102", "Пётр Сидоров"),
+]
+
+
 def bx_settings(url: str, **kw: object) -> Bitrix24Settings:
     base = Bitrix24Settings(webhook_url=url, rate=100, burst=100)
     return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
@@ -139,7 +146,7 @@ def bx_settings(url: str, **kw: object) -> Bitrix24Settings:
 async def test_bitrix_inbound_ring_group_lifecycle(
     store: OutboxStore, http: Http, directory: Directory, tmp_path: Path
 ) -> None:
-    bx = FakeBitrix()
+    bx = FakeBitrix(users=PORTAL_USERS)
     wav = tmp_path / "rec.wav"
     wav.write_bytes(b"RIFF" + b"\1" * 300)
     records = with_recording(replay("inbound_ring_group"), wav)
@@ -174,9 +181,10 @@ async def test_bitrix_inbound_ring_group_lifecycle(
 async def test_bitrix_status_codes(
     store: OutboxStore, http: Http, directory: Directory, name: str, status: str
 ) -> None:
-    bx = FakeBitrix()
+    bx = FakeBitrix(users=PORTAL_USERS)
     async with serving(bx):
-        await deliver(store, [bitrix_sink(bx_settings(bx.webhook_url), http, store, directory)], replay(name))
+        sink = bitrix_sink(bx_settings(bx.webhook_url, default_user_id="1"), http, store, directory)
+        await deliver(store, [sink], replay(name))
     (call,) = bx.calls.values()
     assert call.finish is not None and call.finish["STATUS_CODE"] == status
     assert call.params["TYPE"] == ("2" if name.startswith("inbound") else "1")
@@ -185,7 +193,7 @@ async def test_bitrix_status_codes(
 async def test_bitrix_query_limit_is_retried_without_registering_twice(
     store: OutboxStore, http: Http, directory: Directory
 ) -> None:
-    bx = FakeBitrix()
+    bx = FakeBitrix(users=PORTAL_USERS)
     bx.fail_next(query_limit(), query_limit(), Fault(500), Fault(hang=30))
     async with serving(bx):
         sink = bitrix_sink(bx_settings(bx.webhook_url), http, store, directory)
@@ -200,7 +208,7 @@ async def test_bitrix_query_limit_is_retried_without_registering_twice(
 async def test_bitrix_webhook_refused_by_the_portal_is_dead_with_advice(
     store: OutboxStore, http: Http, directory: Directory
 ) -> None:
-    bx = FakeBitrix(app_only=True)
+    bx = FakeBitrix(app_only=True, users=PORTAL_USERS)
     async with serving(bx):
         await deliver(
             store,
@@ -214,7 +222,7 @@ async def test_bitrix_webhook_refused_by_the_portal_is_dead_with_advice(
 async def test_bitrix_application_mode_refreshes_tokens(
     store: OutboxStore, http: Http, directory: Directory
 ) -> None:
-    bx = FakeBitrix(app_only=True)
+    bx = FakeBitrix(app_only=True, users=PORTAL_USERS)
     async with serving(bx):
         app = BitrixApp(
             portal_url=bx.url,
