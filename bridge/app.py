@@ -91,6 +91,9 @@ class App:
             "jobs": self.jobs.counts(),
             "directory": {"employees": len(self.directory)},
             "tasks": self.supervisor.status(),
+            "integrations": {
+                name: parts.status() for name, parts in self.components.parts.items() if parts.status
+            },
             "healthy": self.supervisor.healthy,
         }
 
