@@ -1,8 +1,11 @@
 """What Novofon's cloud sends us: call notifications (/call) and SMS notifications (/sms).
 
 Each becomes the same CallRecord the tracker makes, so every sink treats a cloud call exactly like
-a call on our own Asterisk. Validation is strict (known event, every field, Novofon's formats,
-the Signature over Novofon's per-event string); repeats are dropped by key.
+a call on our own Asterisk. Validation is strict (known event, Novofon's formats, the Signature
+over Novofon's per-event string, call_start within the replay window) and reads what Novofon's own
+library reads (a missing optional field is empty). Repeats are dropped by a key made of what
+Novofon signs and the event, so a captured notification replayed with other unsigned values is a
+repeat as well.
 """
 
 from __future__ import annotations
