@@ -19,7 +19,8 @@ import structlog
 from bridge import systemd
 from bridge.calls.records import CallRecord
 from bridge.config import Config
-from bridge.http.server import HttpServer
+from bridge.http import peers
+from bridge.http.server import HttpLimits, HttpServer
 from bridge.outbox.sink import Sink
 from bridge.supervisor import Supervisor
 from bridge.wiring import build
@@ -29,6 +30,25 @@ log = structlog.get_logger("bridge.app")
 HOUSEKEEPING_INTERVAL = 3600.0
 CHECKPOINT_INTERVAL = 10.0
 STATUS_INTERVAL = 5.0
+
+
+def http_limits(cfg: Config) -> HttpLimits:
+    h = cfg.http
+    return HttpLimits(
+        max_body=h.max_body_kb * 1024,
+        header_timeout=h.header_timeout,
+        body_timeout=h.body_timeout,
+        max_connections=h.max_connections,
+        trusted_proxies=peers.networks(h.trusted_proxies),
+        status_token=h.status_token,
+    )
+
+
+def seen_keep_seconds(cfg: Config) -> float:
+    """How long keys of received notifications are remembered: ``outbox.keep_days``, but never less
+    than twice Novofon's replay window (a notification is accepted while its call_start is within
+    the window either way of now, so its replay can come up to two windows after it)."""
+    return max(cfg.outbox.keep_days * 86400, 2 * cfg.novofon.replay_window)
 
 
 class App:
@@ -41,7 +61,7 @@ class App:
         self.supervisor = Supervisor()
         h = cfg.http
         self.http_server = (
-            HttpServer(h.bind, h.port, h.max_body_kb * 1024, c.routes, self.status, self.healthy)
+            HttpServer(h.bind, h.port, c.routes, self.status, self.healthy, http_limits(cfg))
             if h.enabled
             else None
         )
@@ -106,16 +126,21 @@ class App:
         )
 
     # -- background work of the daemon itself --------------------------------------------------
+    def housekeep(self, now: float | None = None) -> None:
+        """Purge delivered records and per-call state older than outbox.keep_days (keys of
+        received notifications: see ``seen_keep_seconds``)."""
+        now = time.time() if now is None else now
+        older = now - self.cfg.outbox.keep_days * 86400
+        purged = self.store.purge(older)
+        self.store.purge_seen(now - seen_keep_seconds(self.cfg))
+        self.state.purge(older)
+        self.jobs.purge_dead(older)
+        if purged:
+            log.info("outbox.purged", deliveries=purged, keep_days=self.cfg.outbox.keep_days)
+
     async def _housekeeping(self) -> None:
-        """Purge delivered records and per-call state older than outbox.keep_days, once an hour."""
         while True:
-            older = time.time() - self.cfg.outbox.keep_days * 86400
-            purged = self.store.purge(older)
-            self.store.purge_seen(older)
-            self.state.purge(older)
-            self.jobs.purge_dead(older)
-            if purged:
-                log.info("outbox.purged", deliveries=purged, keep_days=self.cfg.outbox.keep_days)
+            self.housekeep()
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
     async def _checkpointer(self) -> None:

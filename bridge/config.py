@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from bridge.errors import SettingsError
+from bridge.http import peers
 from bridge.integrations.bitrix24.settings import Bitrix24Settings
 from bridge.integrations.local.settings import ConsoleSettings, JsonlSettings
 from bridge.integrations.novofon.settings import NovofonSettings, WebhookSettings, validate_webhooks
@@ -109,6 +110,11 @@ class HttpConfig:
     bind: str = "127.0.0.1"
     port: int = 2613
     max_body_kb: int = 64
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    max_connections: int = 512
+    trusted_proxies: list[str] = field(default_factory=list)
+    status_token: str = dataclasses.field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -297,6 +303,7 @@ def _validate(cfg: Config) -> None:
         )
     if not 1 <= cfg.http.max_body_kb <= 10240:
         raise ConfigError(f, "http.max_body_kb", "expected 1..10240 (KiB)")
+    _validate_http(cfg)
     internal = re.compile(cfg.asterisk.internal_extensions)
     for ext in cfg.directory.employees:
         if not internal.match(ext):
@@ -308,6 +315,19 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f, f"pbx.lines.{did}", "expected the DID as digits only, e.g. 74951234567")
 
 
+def _validate_http(cfg: Config) -> None:
+    h, f = cfg.http, cfg.source
+    for name in ("header_timeout", "body_timeout"):
+        if not 0 < getattr(h, name) <= 3600:
+            raise ConfigError(f, f"http.{name}", "expected a number of seconds, 0 < N <= 3600")
+    if not 1 <= h.max_connections <= 100_000:
+        raise ConfigError(f, "http.max_connections", "expected 1..100000")
+    try:
+        peers.networks(h.trusted_proxies)
+    except ValueError as e:
+        raise ConfigError(f, "http.trusted_proxies", str(e)) from None
+
+
 def _validate_sinks(cfg: Config) -> None:
     """Each integration validates its own settings; the key it names is put under its section."""
     s = cfg.sinks
@@ -317,6 +337,7 @@ def _validate_sinks(cfg: Config) -> None:
         ("sinks.bitrix24", s.bitrix24.validate),
         ("sinks.sms", s.sms.validate),
         ("sinks.webhooks", lambda: validate_webhooks(s.webhooks)),
+        ("novofon", cfg.novofon.validate),
     ]
     for section, check in checks:
         try:

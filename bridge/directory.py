@@ -29,9 +29,18 @@ CREATE TABLE IF NOT EXISTS link_codes (
     extension  TEXT NOT NULL,
     expires_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS link_code_misses (
+    chat_id TEXT NOT NULL,
+    at      REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS link_code_misses_chat ON link_code_misses(chat_id, at);
 """
 
 LINK_CODE_TTL = 24 * 3600.0
+# A chat may try this many wrong link codes per window, then it is refused until the window passes
+# (8-digit codes: guessing one takes millions of tries, not a few per hour).
+LINK_CODE_MISSES = 5
+LINK_CODE_MISS_WINDOW = 3600.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,17 @@ class Directory:
             (code, extension, now + LINK_CODE_TTL),
         )
         return code
+
+    def link_code_misses(self, chat_id: str, now: float | None = None) -> int:
+        """Wrong codes this chat sent within the last ``LINK_CODE_MISS_WINDOW`` seconds."""
+        now = time.time() if now is None else now
+        self.db.execute("DELETE FROM link_code_misses WHERE at < ?", (now - LINK_CODE_MISS_WINDOW,))
+        row = self.db.execute("SELECT COUNT(*) FROM link_code_misses WHERE chat_id=?", (chat_id,)).fetchone()
+        return int(row[0])
+
+    def note_link_code_miss(self, chat_id: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.db.execute("INSERT INTO link_code_misses(chat_id, at) VALUES (?,?)", (chat_id, now))
 
     def use_link_code(self, code: str, now: float | None = None) -> str | None:
         """The extension the code was made for, once: the code is consumed."""

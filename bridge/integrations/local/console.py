@@ -29,6 +29,8 @@ def describe(r: CallRecord) -> str:
     if ev is Event.START:
         line = r.meta.get("line_name")
         text = f"входящий звонок {who} на {pretty(f['called_did'])}" + (f" «{line}»" if line else "")
+    elif ev is Event.IVR:
+        text = f"{who} в голосовом меню"
     elif ev is Event.INTERNAL:
         text = f"звонит у сотрудника {f['internal']}"
     elif ev is Event.ANSWER:

@@ -4,55 +4,82 @@ sign exactly as Novofon does (so a CRM built for Novofon accepts our records unc
 from __future__ import annotations
 
 import hmac
+import time
+from zoneinfo import ZoneInfo
 
 import structlog
 from aiohttp import web
 
 from bridge.errors import BadRequest
+from bridge.http import peers
 from bridge.http.params import read_params
 from bridge.http.server import Route
 from bridge.integrations.base import Context, Parts
-from bridge.integrations.novofon.inbound import call_record, sms_record
+from bridge.integrations.novofon.inbound import MAX_VARIANTS, call_record, sms_record
+from bridge.integrations.novofon.state import add_variant, variants
 from bridge.integrations.novofon.webhook_sink import WebhookSink
 from bridge.outbox.sink import Sink
 
 log = structlog.get_logger("bridge.http")
 
 MAX_ECHO = 200
+PLAIN = {"X-Content-Type-Options": "nosniff"}
 
 
 def setup(ctx: Context) -> Parts:
     n = ctx.cfg.novofon
+    allowed = peers.networks(n.allowed_ips)
+    tz = ZoneInfo(ctx.cfg.pbx.timezone)
+
+    def check_sender(request: web.Request) -> None:
+        if allowed and not peers.contains(allowed, peers.client_address(request)):
+            raise BadRequest(403, "address-not-allowed", "the sender's address is not in novofon.allowed_ips")
 
     async def call(request: web.Request) -> web.Response:
+        check_sender(request)
         data = await read_params(request)
         if "zd_echo" in data and "event" not in data:  # Novofon checks the URL when it is saved
             echo = data["zd_echo"]
             if len(echo) > MAX_ECHO or not echo.isprintable():
                 raise BadRequest(400, "bad-field", "zd_echo must be short printable text")
-            return web.Response(text=echo)
-        key, record = call_record(data, request.headers.get("Signature"), n.api_secret)
-        stored = ctx.commit_inbound(key, [record])
+            return web.Response(text=echo, content_type="text/plain", headers=PLAIN)
+        note = call_record(
+            data, request.headers.get("Signature"), n.api_secret, time.time(), tz, n.replay_window
+        )
+        record = note.record
+        if note.variant_of is not None and variants(ctx.state, note.variant_of) >= MAX_VARIANTS:
+            log.warning(
+                "novofon.replay_suspected",
+                record_event=record.fields["event"],
+                pbx_call_id=record.pbx_call_id,
+                client=str(peers.client_address(request)),
+                reason=f"more than {MAX_VARIANTS} phones for one signed notification",
+            )
+            return web.Response(text="ok", headers=PLAIN)
+        stored = ctx.commit_inbound(note.key, [record])
+        if stored and note.variant_of is not None:
+            add_variant(ctx.state, note.variant_of)
         log.info(
             "http.novofon_call",
             record_event=record.fields["event"],
             pbx_call_id=record.pbx_call_id,
             repeat=not stored,
+            client=str(peers.client_address(request)),  # to learn Novofon's addresses (allowed_ips)
         )
-        return web.Response(text="ok")
+        return web.Response(text="ok", headers=PLAIN)
 
     async def sms(request: web.Request) -> web.Response:
+        if not n.sms_token:
+            raise BadRequest(403, "not-configured", "novofon.sms_token is not set: /sms is closed")
+        check_sender(request)
         data = await read_params(request)
-        if n.sms_token:
-            token = data.pop("token", "")
-            if not hmac.compare_digest(token.encode(), n.sms_token.encode()):
-                raise BadRequest(
-                    401, "bad-token", "the token query parameter does not match novofon.sms_token"
-                )
+        token = data.pop("token", "")
+        if not hmac.compare_digest(token.encode(), n.sms_token.encode()):
+            raise BadRequest(401, "bad-token", "the token query parameter does not match novofon.sms_token")
         key, record = sms_record(data)
         stored = ctx.commit_inbound(key, [record])
         log.info("http.novofon_sms", pbx_call_id=record.pbx_call_id, repeat=not stored)
-        return web.Response(text="ok")
+        return web.Response(text="ok", headers=PLAIN)
 
     sinks: list[Sink] = [
         WebhookSink(hook.name or f"webhook{i + 1}", hook.url, hook.secret, ctx.http, frozenset(hook.events))

@@ -54,7 +54,7 @@ def fold(view: dict[str, Any], r: CallRecord) -> dict[str, Any]:
     if ev is Event.SMS:
         v["sms"] = {k: f[k] for k in ("contact_phone_number", "virtual_phone_number", "message")}
         return v
-    if ev in (Event.START, Event.INTERNAL, Event.END):
+    if ev in (Event.START, Event.IVR, Event.INTERNAL, Event.END):
         v["direction"] = "in"
         v["caller"] = f["caller_id"]
         v["did"] = f["called_did"]
