@@ -18,7 +18,25 @@ def _decoded(raw: str, charset: str) -> MultiDict[str]:
     return MultiDict(parse_qsl(raw, keep_blank_values=True, encoding=charset, errors="strict"))
 
 
-async def read_params(request: web.Request, charset: str | None = None) -> dict[str, str]:
+async def _json_fields(request: web.Request) -> MultiDict[str]:
+    """A flat JSON object (Novofon 2.0 can POST its parameters as JSON): scalars only, as text."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest(400, "malformed", "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest(400, "malformed", "expected a JSON object of fields")
+    out: MultiDict[str] = MultiDict()
+    for key, value in body.items():
+        if isinstance(value, (dict, list)):
+            raise BadRequest(400, "malformed", f"{str(key)[:40]} must be a plain value")
+        out[str(key)] = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+async def read_params(
+    request: web.Request, charset: str | None = None, json_ok: bool = False
+) -> dict[str, str]:
     """GET query or POST form (application/x-www-form-urlencoded or multipart), as one flat dict.
 
     ``charset``: the sender percent-encodes text in this charset, not UTF-8 (SMSC's callbacks are
@@ -28,7 +46,9 @@ async def read_params(request: web.Request, charset: str | None = None) -> dict[
     sources: list[MultiMapping[Any]] = [
         request.query if charset is None else _decoded(request.rel_url.raw_query_string, charset)
     ]
-    if request.method == "POST":
+    if request.method == "POST" and json_ok and request.content_type == "application/json":
+        sources.append(await _json_fields(request))
+    elif request.method == "POST":
         if request.content_type not in FORM_TYPES:
             raise BadRequest(415, "unsupported-media-type", "send form-encoded fields")
         if charset is not None and request.content_type == "application/x-www-form-urlencoded":

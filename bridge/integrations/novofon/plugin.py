@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -15,14 +16,21 @@ from bridge.http import peers
 from bridge.http.params import read_params
 from bridge.http.server import Route
 from bridge.integrations.base import Context, Parts
+from bridge.integrations.novofon import v2
 from bridge.integrations.novofon.inbound import MAX_VARIANTS, call_record, sms_record
-from bridge.integrations.novofon.state import add_variant, variants
+from bridge.integrations.novofon.state import add_variant, call_start, variants
 from bridge.integrations.novofon.webhook_sink import WebhookSink
 from bridge.outbox.sink import Sink
 
 log = structlog.get_logger("bridge.http")
 
 MAX_ECHO = 200
+
+
+def _epoch(call_start: str, tz: ZoneInfo) -> float:
+    return datetime.strptime(call_start, "%Y-%m-%d %H:%M:%S").replace(tzinfo=tz).timestamp()
+
+
 PLAIN = {"X-Content-Type-Options": "nosniff"}
 
 
@@ -37,12 +45,14 @@ def setup(ctx: Context) -> Parts:
 
     async def call(request: web.Request) -> web.Response:
         check_sender(request)
-        data = await read_params(request)
+        data = await read_params(request, json_ok=True)
         if "zd_echo" in data and "event" not in data:  # Novofon checks the URL when it is saved
             echo = data["zd_echo"]
             if len(echo) > MAX_ECHO or not echo.isprintable():
                 raise BadRequest(400, "bad-field", "zd_echo must be short printable text")
             return web.Response(text=echo, content_type="text/plain", headers=PLAIN)
+        if v2.is_v2(data):
+            return notification_v2(request, data)
         note = call_record(
             data, request.headers.get("Signature"), n.api_secret, time.time(), tz, n.replay_window
         )
@@ -65,6 +75,37 @@ def setup(ctx: Context) -> Parts:
             pbx_call_id=record.pbx_call_id,
             repeat=not stored,
             client=str(peers.client_address(request)),  # to learn Novofon's addresses (allowed_ips)
+        )
+        return web.Response(text="ok", headers=PLAIN)
+
+    def notification_v2(request: web.Request, data: dict[str, str]) -> web.Response:
+        """Novofon 2.0: no Signature; the token in the URL says it is ours to take."""
+        if not n.notifications_token:
+            raise BadRequest(
+                403, "not-configured", "novofon.notifications_token is not set: 2.0 notifications are refused"
+            )
+        token = data.pop("token", "")
+        if not hmac.compare_digest(token.encode(), n.notifications_token.encode()):
+            raise BadRequest(
+                401, "bad-token", "the token query parameter does not match novofon.notifications_token"
+            )
+        key, records = v2.notification(
+            data,
+            tz,
+            ctx.cfg.pbx.country_code,
+            lambda pbx_call_id, now: call_start(ctx.state, pbx_call_id, now),
+        )
+        for r in records:
+            started = r.fields.get("call_start")
+            if started and abs(time.time() - _epoch(started, tz)) > n.replay_window:
+                raise BadRequest(400, "stale", "the call is outside novofon.replay_window (a replay?)")
+        stored = ctx.commit_inbound(key, records) if records else False
+        log.info(
+            "http.novofon_v2",
+            notification=data.get("type", ""),
+            records=[r.fields["event"] for r in records],
+            repeat=bool(records) and not stored,
+            client=str(peers.client_address(request)),
         )
         return web.Response(text="ok", headers=PLAIN)
 

@@ -15,6 +15,8 @@ from bridge.integrations import settings_checks
 class NovofonSettings:
     api_secret: str = field(default="", repr=False)
     sms_token: str = field(default="", repr=False)
+    # Novofon 2.0 notifications (no Signature): /call?token=<this>&type=... — see README.
+    notifications_token: str = field(default="", repr=False)
     # /call refuses a notification whose call_start is further than this from now (seconds): a
     # captured one cannot be replayed later (what was received is remembered at least 2x as long).
     replay_window: float = 86400.0
@@ -22,6 +24,8 @@ class NovofonSettings:
     allowed_ips: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
+        if self.notifications_token and len(self.notifications_token) < 16:
+            raise SettingsError("notifications_token", "expected at least 16 random characters")
         if not 60 <= self.replay_window <= 30 * 86400:
             raise SettingsError("replay_window", "expected seconds, 60..2592000 (default 86400, one day)")
         try:

@@ -19,3 +19,13 @@ def variants(state: StateStore, signed_key: str) -> int:
 
 def add_variant(state: StateStore, signed_key: str) -> None:
     state.put(OWNER, f"variants:{signed_key}", str(variants(state, signed_key) + 1))
+
+
+def call_start(state: StateStore, pbx_call_id: str, now: str) -> str:
+    """A Novofon 2.0 call's start: the time of its first notification, remembered per call."""
+    key = f"start:{pbx_call_id}"
+    first = state.get(OWNER, key)
+    if first is None:
+        state.put(OWNER, key, now)
+        return now
+    return first
