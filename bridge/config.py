@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from bridge.calls.numbers import InvalidNumber, check_extension, is_ascii_digits
 from bridge.errors import SettingsError
 from bridge.integrations.bitrix24.settings import Bitrix24Settings
 from bridge.integrations.local.settings import ConsoleSettings, JsonlSettings
@@ -288,7 +289,7 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f, f"outbox.{name}", "expected a positive number")
     if ami.reconnect_min_delay > ami.reconnect_max_delay:
         raise ConfigError(f, "asterisk.ami.reconnect_min_delay", "must not exceed reconnect_max_delay")
-    if not cfg.pbx.country_code.isdigit():
+    if not is_ascii_digits(cfg.pbx.country_code):
         raise ConfigError(f, "pbx.country_code", f"expected digits such as 7, got {cfg.pbx.country_code!r}")
     _validate_sinks(cfg)
     if not 0 <= cfg.http.port < 65536:
@@ -297,14 +298,17 @@ def _validate(cfg: Config) -> None:
         )
     if not 1 <= cfg.http.max_body_kb <= 10240:
         raise ConfigError(f, "http.max_body_kb", "expected 1..10240 (KiB)")
-    internal = re.compile(cfg.asterisk.internal_extensions)
     for ext in cfg.directory.employees:
-        if not internal.match(ext):
+        try:
+            check_extension(ext, cfg.asterisk.internal_extensions)
+        except InvalidNumber:
             raise ConfigError(
-                f, f"directory.employees.{ext}", "not an extension by asterisk.internal_extensions"
-            )
+                f,
+                f"directory.employees.{ext!a}",
+                "not an extension by asterisk.internal_extensions (ASCII digits only, the whole key)",
+            ) from None
     for did in cfg.pbx.lines:
-        if not did.isdigit():
+        if not is_ascii_digits(did):
             raise ConfigError(f, f"pbx.lines.{did}", "expected the DID as digits only, e.g. 74951234567")
 
 

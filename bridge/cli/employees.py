@@ -62,6 +62,7 @@ async def _sync(cfg: Config, store: OutboxStore, directory: Directory) -> int:
             BitrixClient(cfg.sinks.bitrix24, http, StateStore(store.db)),
             directory,
             cfg.sinks.bitrix24.telegram_field,
+            extensions=cfg.asterisk.internal_extensions,
         )
         try:
             result = await sync.sync_all()

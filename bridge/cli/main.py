@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return employees.run(cfg, args)
         if args.command == "status":
             return asyncio.run(pbx.with_pbx(cfg, pbx.status))
-        return asyncio.run(pbx.with_pbx(cfg, pbx.place_call(args)))
+        return asyncio.run(pbx.place(cfg, args))
     except KeyboardInterrupt:
         return 130
 
