@@ -25,6 +25,7 @@ from bridge.integrations.local.settings import ConsoleSettings, JsonlSettings
 from bridge.integrations.novofon.settings import NovofonSettings, WebhookSettings, validate_webhooks
 from bridge.integrations.smsc.settings import SmsSettings
 from bridge.integrations.telegram.settings import TelegramSettings
+from bridge.redact import Redactor, raw_secret_values
 
 DEFAULT_PATH = Path("/etc/novofon-bridge/config.yaml")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -37,6 +38,10 @@ class ConfigError(Exception):
         self.file, self.key, self.problem = file, key, problem
         where = f"{file}: {key}" if key else file
         super().__init__(f"{where}: {problem}")
+
+    def redacted(self, redact: typing.Callable[[str], str]) -> ConfigError:
+        """The same error with every secret value in it masked."""
+        return ConfigError(self.file, self.key, redact(self.problem))
 
 
 @dataclass(frozen=True)
@@ -369,6 +374,10 @@ def load(path: str | Path | None = None, env: typing.Mapping[str, str] | None = 
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(file, "", f"not valid YAML: {where}{getattr(e, 'problem', e)}") from None
-    cfg: Config = dataclasses.replace(_build(Config, data, file, "", env), source=file)
-    _validate(cfg)
+    try:
+        cfg: Config = dataclasses.replace(_build(Config, data, file, "", env), source=file)
+        _validate(cfg)
+    except ConfigError as e:  # the message may quote a value: mask every secret the file holds
+        values = raw_secret_values(data, Config, lambda t: _ENV.sub(lambda m: env.get(m[1], m[2] or ""), t))
+        raise e.redacted(Redactor.of(values)) from None
     return cfg

@@ -14,6 +14,7 @@ from bridge import logs
 from bridge.cli import employees, jobs, outbox, pbx
 from bridge.cli.common import EXIT_CONFIG
 from bridge.config import Config, ConfigError
+from bridge.redact import Redactor
 
 
 def _config_path(arg: str | None) -> Path:
@@ -27,6 +28,7 @@ def _load(args: argparse.Namespace) -> Config:
         "warning"
         if args.command in ("call", "callback", "status", "outbox", "jobs", "employees")
         else cfg.logging.level,
+        Redactor.from_settings(cfg),
     )
     return cfg
 

@@ -225,3 +225,32 @@ async def test_a_bitrix24_takeover_is_refused_reported_and_cannot_ring(
         assert "no extension for Bitrix24 user 66" in (job.last_error or "")
     log = capsys.readouterr().err
     assert '"event": "directory.conflict"' in log and '"extension": "103"' in log
+
+
+async def test_employees_cli_lists_conflicts(
+    tmp_path: Path, bitrix: FakeBitrix, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bitrix.users.append(bx_user(66, "103", "Чужой Сотрудник"))
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(
+        f"storage:\n  dir: {tmp_path}\n"
+        f"sinks:\n  bitrix24:\n    enabled: true\n    webhook_url: {bitrix.webhook_url}\n"
+        "directory:\n  employees:\n    '103': {name: Секретарь, telegram_chat_id: '303'}\n"
+    )
+    code = await asyncio.to_thread(main, ["employees", "sync", "-c", str(cfg_file)])
+    assert code == 0
+    assert "конфликтов: 1" in capsys.readouterr().out
+    assert main(["employees", "-c", str(cfg_file)]) == 0
+    out = capsys.readouterr().out
+    assert "   103  Секретарь  telegram: 303  bitrix24: —  [config]" in out
+    assert "Конфликты (1)" in out
+    assert (
+        "пользователь Bitrix24 66 (Чужой Сотрудник) указал этот номер, но он закреплён в config.yaml" in out
+    )
+    assert 'bitrix_user_id: "66"' in out
+    # The user corrects their number in Bitrix24: the conflict is gone after the next sync.
+    bitrix.users[-1]["UF_PHONE_INNER"] = "166"
+    assert await asyncio.to_thread(main, ["employees", "sync", "-c", str(cfg_file)]) == 0
+    assert main(["employees", "-c", str(cfg_file)]) == 0
+    out = capsys.readouterr().out
+    assert "Конфликты" not in out and "   166  Чужой Сотрудник" in out
