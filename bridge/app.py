@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -22,6 +23,7 @@ from bridge.config import Config
 from bridge.http import peers
 from bridge.http.server import HttpLimits, HttpServer
 from bridge.outbox.sink import Sink
+from bridge.redact import Redactor
 from bridge.supervisor import Supervisor
 from bridge.wiring import build
 
@@ -59,9 +61,10 @@ class App:
         self.jobs, self.pipeline, self.ami, self.dispatcher = c.jobs, c.pipeline, c.ami, c.dispatcher
         self.tracker = c.pipeline.tracker
         self.supervisor = Supervisor()
+        self.redact = Redactor.from_settings(cfg)
         h = cfg.http
         self.http_server = (
-            HttpServer(h.bind, h.port, c.routes, self.status, self.healthy, http_limits(cfg))
+            HttpServer(h.bind, h.port, c.routes, self.safe_status, self.healthy, http_limits(cfg))
             if h.enabled
             else None
         )
@@ -117,12 +120,18 @@ class App:
             "healthy": self.supervisor.healthy,
         }
 
+    def safe_status(self) -> dict[str, Any]:
+        """/status with every known secret value masked (errors can quote URLs with codes in them)."""
+        return cast(dict[str, Any], json.loads(self.redact(json.dumps(self.status(), ensure_ascii=False))))
+
     def _report_status(self) -> None:
         state = "connected" if self.ami.connected.is_set() else f"unavailable ({self.ami.last_error})"
         dead = self.supervisor.dead
         systemd.notify(
-            f"STATUS=AMI {state}; active calls {self.tracker.active_calls}; deliveries pending {self.backlog}"
-            + (f"; restarting: {', '.join(dead)}" if dead else "")
+            self.redact(
+                f"STATUS=AMI {state}; active calls {self.tracker.active_calls};"
+                f" deliveries pending {self.backlog}" + (f"; restarting: {', '.join(dead)}" if dead else "")
+            )
         )
 
     # -- background work of the daemon itself --------------------------------------------------

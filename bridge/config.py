@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from bridge.calls.numbers import InvalidNumber, check_extension, is_ascii_digits
 from bridge.errors import SettingsError
 from bridge.http import peers
 from bridge.integrations.bitrix24.settings import Bitrix24Settings
@@ -25,6 +26,7 @@ from bridge.integrations.local.settings import ConsoleSettings, JsonlSettings
 from bridge.integrations.novofon.settings import NovofonSettings, WebhookSettings, validate_webhooks
 from bridge.integrations.smsc.settings import SmsSettings
 from bridge.integrations.telegram.settings import TelegramSettings
+from bridge.redact import Redactor, raw_secret_values
 
 DEFAULT_PATH = Path("/etc/novofon-bridge/config.yaml")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -37,6 +39,10 @@ class ConfigError(Exception):
         self.file, self.key, self.problem = file, key, problem
         where = f"{file}: {key}" if key else file
         super().__init__(f"{where}: {problem}")
+
+    def redacted(self, redact: typing.Callable[[str], str]) -> ConfigError:
+        """The same error with every secret value in it masked."""
+        return ConfigError(self.file, self.key, redact(self.problem))
 
 
 @dataclass(frozen=True)
@@ -294,7 +300,7 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f, f"outbox.{name}", "expected a positive number")
     if ami.reconnect_min_delay > ami.reconnect_max_delay:
         raise ConfigError(f, "asterisk.ami.reconnect_min_delay", "must not exceed reconnect_max_delay")
-    if not cfg.pbx.country_code.isdigit():
+    if not is_ascii_digits(cfg.pbx.country_code):
         raise ConfigError(f, "pbx.country_code", f"expected digits such as 7, got {cfg.pbx.country_code!r}")
     _validate_sinks(cfg)
     if not 0 <= cfg.http.port < 65536:
@@ -304,14 +310,17 @@ def _validate(cfg: Config) -> None:
     if not 1 <= cfg.http.max_body_kb <= 10240:
         raise ConfigError(f, "http.max_body_kb", "expected 1..10240 (KiB)")
     _validate_http(cfg)
-    internal = re.compile(cfg.asterisk.internal_extensions)
     for ext in cfg.directory.employees:
-        if not internal.match(ext):
+        try:
+            check_extension(ext, cfg.asterisk.internal_extensions)
+        except InvalidNumber:
             raise ConfigError(
-                f, f"directory.employees.{ext}", "not an extension by asterisk.internal_extensions"
-            )
+                f,
+                f"directory.employees.{ext!a}",
+                "not an extension by asterisk.internal_extensions (ASCII digits only, the whole key)",
+            ) from None
     for did in cfg.pbx.lines:
-        if not did.isdigit():
+        if not is_ascii_digits(did):
             raise ConfigError(f, f"pbx.lines.{did}", "expected the DID as digits only, e.g. 74951234567")
 
 
@@ -386,6 +395,10 @@ def load(path: str | Path | None = None, env: typing.Mapping[str, str] | None = 
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(file, "", f"not valid YAML: {where}{getattr(e, 'problem', e)}") from None
-    cfg: Config = dataclasses.replace(_build(Config, data, file, "", env), source=file)
-    _validate(cfg)
+    try:
+        cfg: Config = dataclasses.replace(_build(Config, data, file, "", env), source=file)
+        _validate(cfg)
+    except ConfigError as e:  # the message may quote a value: mask every secret the file holds
+        values = raw_secret_values(data, Config, lambda t: _ENV.sub(lambda m: env.get(m[1], m[2] or ""), t))
+        raise e.redacted(Redactor.of(values)) from None
     return cfg

@@ -14,6 +14,7 @@ from bridge import logs
 from bridge.cli import employees, jobs, outbox, pbx
 from bridge.cli.common import EXIT_CONFIG
 from bridge.config import Config, ConfigError
+from bridge.redact import Redactor
 
 
 def _config_path(arg: str | None) -> Path:
@@ -27,6 +28,7 @@ def _load(args: argparse.Namespace) -> Config:
         "warning"
         if args.command in ("call", "callback", "status", "outbox", "jobs", "employees")
         else cfg.logging.level,
+        Redactor.from_settings(cfg),
     )
     return cfg
 
@@ -94,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return employees.run(cfg, args)
         if args.command == "status":
             return asyncio.run(pbx.with_pbx(cfg, pbx.status))
-        return asyncio.run(pbx.with_pbx(cfg, pbx.place_call(args)))
+        return asyncio.run(pbx.place(cfg, args))
     except KeyboardInterrupt:
         return 130
 

@@ -6,8 +6,10 @@ import argparse
 import sys
 import time
 
+from bridge.cli.state import cli_store
 from bridge.config import Config
-from bridge.outbox.store import OutboxStore, State
+from bridge.logs import one_line
+from bridge.outbox.store import State
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
@@ -15,8 +17,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     if not cfg.outbox_path.exists():
         print(f"{cfg.outbox_path}: нет очереди (демон ещё не запускался с этим storage.dir)", file=sys.stderr)
         return 1
-    store = OutboxStore(cfg.outbox_path)
-    try:
+    with cli_store(cfg) as store:
         if args.action == "retry":
             n = store.retry_dead(args.sink)
             print(f"повторная отправка: {n} доставок возвращены в очередь (демон отправит их сам)")
@@ -38,8 +39,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
                     f = d.record.fields
                     print(
                         f"  [{state.value}] #{d.id} {d.sink} {f['event']} {d.record.pbx_call_id} "
-                        f"попыток {d.attempts}" + (f" — {d.last_error}" if d.last_error else "")
+                        f"попыток {d.attempts}"
+                        + (f" — {one_line(store.redact(d.last_error))}" if d.last_error else "")
                     )
         return 0
-    finally:
-        store.close()

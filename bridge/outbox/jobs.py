@@ -63,9 +63,12 @@ class Job:
 
 
 class Jobs:
-    def __init__(self, db: sqlite3.Connection, max_age: float = 6 * 3600.0) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, max_age: float = 6 * 3600.0, redact: Callable[[str], str] | None = None
+    ) -> None:
         self.db = db
         self.max_age = max_age
+        self.redact: Callable[[str], str] = redact or (lambda text: text)  # for stored errors
         self.handlers: dict[str, tuple[Handler, float]] = {}
         self.wake = asyncio.Event()
         db.executescript(SCHEMA)
@@ -201,12 +204,12 @@ class Jobs:
         log.warning("job.retry", job=job_id, kind=kind, error=error, retry_in=round(delay, 2))
         self.db.execute(
             "UPDATE jobs SET attempts=attempts+1, next_try_at=?, last_error=? WHERE id=?",
-            (time.time() + delay, error[:500], job_id),
+            (time.time() + delay, self.redact(error)[:500], job_id),
         )
 
     def _dead(self, job_id: int, kind: str, reason: str) -> None:
         log.error("job.dead", job=job_id, kind=kind, reason=reason)
         self.db.execute(
             "UPDATE jobs SET state='dead', attempts=attempts+1, next_try_at=?, last_error=? WHERE id=?",
-            (time.time(), reason[:500], job_id),
+            (time.time(), self.redact(reason)[:500], job_id),
         )

@@ -14,6 +14,7 @@ import enum
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,14 @@ class Delivery:
 
 
 class OutboxStore:
-    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: Path, synchronous: str = "NORMAL", redact: Callable[[str], str] | None = None
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        # Errors are stored with every known secret masked (bridge/redact.py): a transport error
+        # can quote a URL that holds a webhook code, and last_error is read by `outbox list`.
+        self.redact: Callable[[str], str] = redact or (lambda text: text)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a killed process (kill -9); FULL also survives power loss.
@@ -165,13 +171,13 @@ class OutboxStore:
     def mark_retry(self, delivery_id: int, next_try_at: float, error: str) -> None:
         self.db.execute(
             "UPDATE deliveries SET attempts=attempts+1, next_try_at=?, last_error=? WHERE id=?",
-            (next_try_at, error[:1000], delivery_id),
+            (next_try_at, self.redact(error)[:1000], delivery_id),
         )
 
     def mark_dead(self, delivery_id: int, reason: str, now: float | None = None) -> None:
         self.db.execute(
             "UPDATE deliveries SET state='dead', attempts=attempts+1, done_at=?, last_error=? WHERE id=?",
-            (time.time() if now is None else now, reason[:1000], delivery_id),
+            (time.time() if now is None else now, self.redact(reason)[:1000], delivery_id),
         )
 
     # -- reading -----------------------------------------------------------------------------

@@ -31,7 +31,13 @@ def setup(ctx: Context) -> Parts:
     if not b.enabled:
         return Parts()
     client = BitrixClient(b, ctx.http, ctx.state)
-    sync = DirectorySync(client, ctx.directory, b.telegram_field, b.sync_interval)
+    sync = DirectorySync(
+        client,
+        ctx.directory,
+        b.telegram_field,
+        b.sync_interval,
+        extensions=ctx.cfg.asterisk.internal_extensions,
+    )
     clicks = ClickToCall(ctx.directory, ctx.state, ctx.jobs, ctx.calls, ctx.cfg.pbx.country_code)
     pbx = ctx.cfg.pbx
     default_line = normalise(pbx.default_did, pbx.country_code)
