@@ -103,13 +103,14 @@ def _install(etc: Path, freepbx: bool, dry_run: bool) -> int:
         say(
             f"Дальше: впишите SIP-логин и пароль из my.novofon.com в {etc / 'novofon-bridge_pjsip.conf'} "
             f"(YOUR_SIP_LOGIN_HERE, YOUR_SIP_PASSWORD_HERE) и свои номера в "
-            f'{etc / "novofon-bridge_extensions.conf"} ([novofon-routes]), затем: asterisk -rx "pjsip reload"'
+            f"{etc / 'novofon-bridge_extensions.conf'} ([novofon-routes]), затем: "
+            'asterisk -rx "module reload res_pjsip.so"; asterisk -rx "dialplan reload"'
         )
     else:
         say(
             f"Дальше: впишите SIP-логин и пароль из my.novofon.com в {etc}/pjsip.*_custom.conf "
             "(YOUR_SIP_LOGIN_HERE, YOUR_SIP_PASSWORD_HERE), входящие маршруты настройте во FreePBX, "
-            'затем: asterisk -rx "pjsip reload"'
+            'затем: asterisk -rx "module reload res_pjsip.so"'
         )
     return code
 
@@ -166,7 +167,11 @@ def _reload(etc: Path, commands: list[str]) -> int:
     for command in commands:
         try:
             done = subprocess.run([*prefix, "-rx", command], capture_output=True, text=True, timeout=30)
-            ok, detail = done.returncode == 0, (done.stderr or done.stdout).strip()
+            detail = (done.stderr + done.stdout).strip()
+            # asterisk -rx exits 0 even when the command is unknown or fails: read what it says.
+            ok = done.returncode == 0 and not any(
+                w in detail for w in ("No such command", "failed", "Unable")
+            )
         except (OSError, subprocess.TimeoutExpired) as e:
             ok, detail = False, str(e)
         say(f"Asterisk: {command} — " + ("выполнено" if ok else f"ОШИБКА: {detail}"))

@@ -76,7 +76,7 @@ KINDS = (
     Kind(
         "pjsip",
         "pjsip.conf",
-        "pjsip reload",
+        "module reload res_pjsip.so",
         "PJSIP",
         typed=True,
         freepbx=(

@@ -78,7 +78,9 @@ def test_dry_run_shows_the_diff_and_writes_nothing(
     out = capsys.readouterr().out
     assert '+#include "novofon-bridge_pjsip.conf"' in out and "+secret = ********" in out
     assert "Given-Secret-1" not in out
-    assert "Пробный запуск: ничего не записано" in out and "pjsip reload; dialplan reload" in out
+    assert (
+        "Пробный запуск: ничего не записано" in out and "module reload res_pjsip.so; dialplan reload" in out
+    )
     assert snapshot(etc) == before
     assert (tmp_path / "env").read_text() == "AMI_SECRET=Given-Secret-1\n"  # no ARI_PASSWORD written
 
@@ -89,7 +91,7 @@ def test_install_reloads_what_it_changed_when_asterisk_runs(
     assert main(["asterisk", "install", "--etc", str(etc)]) == 0
     conf = etc / "asterisk.conf"
     assert running_asterisk.read_text().splitlines() == [
-        f"-C {conf} -rx pjsip reload",
+        f"-C {conf} -rx module reload res_pjsip.so",
         f"-C {conf} -rx dialplan reload",
         f"-C {conf} -rx manager reload",
         f"-C {conf} -rx module reload res_ari.so",
@@ -117,3 +119,12 @@ def test_a_refused_install_exits_1_with_the_reason(etc: Path, capsys: pytest.Cap
 def test_no_such_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["asterisk", "uninstall", "--etc", str(tmp_path / "nope")]) == 1
     assert "нет папки" in capsys.readouterr().err
+
+
+def test_a_reload_asterisk_refuses_is_reported(
+    etc: Path, tmp_path: Path, running_asterisk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # asterisk -rx exits 0 for an unknown command: the installer reads what it printed.
+    (tmp_path / "bin" / "asterisk").write_text("#!/bin/sh\necho \"No such command '$4'\"\n")
+    assert main(["asterisk", "install", "--etc", str(etc)]) == 1
+    assert "Asterisk: dialplan reload — ОШИБКА: No such command 'dialplan reload'" in capsys.readouterr().out

@@ -80,7 +80,12 @@ def test_install_only_appends_and_uninstall_restores_every_byte(tmp_path: Path) 
         "novofon-bridge_ari.conf",
         "ari.conf",
     }
-    assert plan.reloads == ["pjsip reload", "dialplan reload", "manager reload", "module reload res_ari.so"]
+    assert plan.reloads == [
+        "module reload res_pjsip.so",
+        "dialplan reload",
+        "manager reload",
+        "module reload res_ari.so",
+    ]
 
     do_uninstall(tmp_path)
     assert snapshot(tmp_path) == before  # byte for byte, and the files install created are gone
