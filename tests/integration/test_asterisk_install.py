@@ -43,7 +43,7 @@ async def test_install_keeps_the_office_config_tracks_calls_and_uninstall_restor
         assert not list(etc.glob("novofon-bridge_*.conf"))
         await reload(lab)
         assert "Unable to find object novofon" in await arx(lab, L.PBX, "pjsip show endpoint novofon")
-        assert "There is no existence of 'from-novofon'" in await arx(
+        assert "no existence of 'from-novofon'" in await arx(lab, L.PBX, "dialplan show from-novofon")
             lab, L.PBX, "dialplan show from-novofon"
         )
         assert "no manager called novofon-bridge" in await arx(lab, L.PBX, "manager show user novofon-bridge")
