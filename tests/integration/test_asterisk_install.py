@@ -44,8 +44,6 @@ async def test_install_keeps_the_office_config_tracks_calls_and_uninstall_restor
         await reload(lab)
         assert "Unable to find object novofon" in await arx(lab, L.PBX, "pjsip show endpoint novofon")
         assert "no existence of 'from-novofon'" in await arx(lab, L.PBX, "dialplan show from-novofon")
-            lab, L.PBX, "dialplan show from-novofon"
-        )
         assert "no manager called novofon-bridge" in await arx(lab, L.PBX, "manager show user novofon-bridge")
         # The office's own phones, contexts and users are all still there.
         assert "101/sip:101@" in await arx(lab, L.PBX, "pjsip show contacts")
