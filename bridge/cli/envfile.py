@@ -132,6 +132,8 @@ def load_into(environ: MutableMapping[str, str], file: Path) -> str | None:
     try:
         values = read(file)
     except PermissionError:
+        if os.environ.get("INVOCATION_ID"):  # a systemd service: EnvironmentFile= already set them
+            return None
         return f"{file}: нет прав на чтение — переменные из него не загружены (запустите через sudo)"
     except UnicodeDecodeError:
         return f"{file}: файл не в кодировке UTF-8 — переменные из него не загружены; сохраните его в UTF-8"

@@ -64,3 +64,18 @@ def test_check_finds_the_ami_secret_in_the_env_file(
     out = capsys.readouterr()
     assert "конфигурация в порядке" in out.out
     assert "Very-Secret-Value" not in out.out + out.err
+
+
+def test_no_permission_warns_except_under_systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    file = tmp_path / "env"
+    file.write_text("A=1\n")
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    monkeypatch.delenv("INVOCATION_ID", raising=False)
+    warning = envfile.load_into({}, file)
+    assert warning is not None and "нет прав на чтение" in warning and "sudo" in warning
+    monkeypatch.setenv("INVOCATION_ID", "abc")  # a systemd service: EnvironmentFile= did the work
+    assert envfile.load_into({}, file) is None
