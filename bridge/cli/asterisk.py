@@ -17,8 +17,9 @@ from pathlib import Path
 from bridge.cli import envfile
 from bridge.cli.common import say
 from bridge.pbx import install
-from bridge.pbx.conf import control_socket
-from bridge.pbx.install import InstallError, Plan, Secrets
+from bridge.pbx.conf import control_socket, walk
+from bridge.pbx.install import InstallError, Plan
+from bridge.pbx.snippets import Secrets
 
 DEFAULT_ETC = Path("/etc/asterisk")
 EXIT_REFUSED = 1
@@ -61,8 +62,25 @@ def _placeholder(value: str | None) -> bool:
     return not value or any(p in value.lower() for p in PLACEHOLDERS)
 
 
-def _secrets() -> tuple[Secrets, dict[str, str], Path]:
-    """The AMI secret and ARI password from the env file; new ones where it has none."""
+# Where an earlier install put each secret: (module file, our section, key).
+INSTALLED = {
+    "AMI_SECRET": ("manager.conf", "novofon-bridge", "secret"),
+    "ARI_PASSWORD": ("ari.conf", "novofon-bridge", "password"),
+}
+
+
+def _installed(etc: Path, name: str) -> str | None:
+    root, section, key = INSTALLED[name]
+    for _, parsed in walk(etc, root, install.read_file):
+        for s in parsed.sections:
+            if s.ours and s.name == section and not _placeholder(s.get(key)):
+                return s.get(key)
+    return None
+
+
+def _secrets(etc: Path) -> tuple[Secrets, dict[str, str], Path]:
+    """The AMI secret and ARI password from the env file; where it has none, the one Asterisk
+    already has from an earlier install, or a new one. Never printed."""
     file = envfile.path()
     try:
         values = envfile.read(file) or {}
@@ -71,32 +89,38 @@ def _secrets() -> tuple[Secrets, dict[str, str], Path]:
             f"{file}: не прочитан ({e}); исправьте файл или его права и запустите снова"
         ) from None
     new: dict[str, str] = {}
-    for name in ("AMI_SECRET", "ARI_PASSWORD"):
+    for name in INSTALLED:
+        installed = _installed(etc, name)
         if _placeholder(values.get(name)):
-            new[name] = secrets.token_hex(24)
+            new[name] = installed or secrets.token_hex(24)
+        elif installed is not None and installed != values[name]:
+            say(
+                f"ВНИМАНИЕ: {name} в {file} не тот, что уже записан в настройках Asterisk "
+                f"({INSTALLED[name][0]}, пользователь novofon-bridge): впишите один и тот же в оба места"
+            )
     merged = {**values, **new}
     return Secrets(merged["AMI_SECRET"], merged["ARI_PASSWORD"]), new, file
 
 
 def _install(etc: Path, freepbx: bool, dry_run: bool) -> int:
-    found, new, env_file = _secrets()
+    found, new, env_file = _secrets(etc)
     plan = install.plan_install(etc, freepbx, found, install.find_snippets())
     say(
         f"Asterisk: {etc} — "
         + ("FreePBX (файлы *_custom.conf)" if freepbx else "обычный Asterisk (#include)")
     )
     _show(plan, dry_run, (found.ami_secret, found.ari_password))
-    if not plan.changes:
-        say("Ничего не изменено: novofon-bridge уже подключён.")
-        return 0
-    for name in ("AMI_SECRET", "ARI_PASSWORD"):
-        how = "будет создан и записан" if dry_run else "создан и записан"
+    if new and not dry_run:
+        envfile.store(env_file, new)
+    for name in INSTALLED:
+        how = "будет записан" if dry_run else "записан"
         say(f"{name}: " + (f"{how} в {env_file} (0600)" if name in new else f"взят из {env_file}"))
+    if not plan.changes:
+        say("Ничего не изменено в Asterisk: novofon-bridge уже подключён.")
+        return 0
     if dry_run:
         say("Пробный запуск: ничего не записано. Asterisk выполнил бы: " + "; ".join(plan.reloads))
         return 0
-    if new:
-        envfile.store(env_file, new)
     _apply(plan)
     code = _reload(etc, plan.reloads)
     if not freepbx:

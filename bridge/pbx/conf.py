@@ -278,6 +278,13 @@ def inherited(section: Section, key: str, by_name: dict[str, list[Section]]) -> 
     return None
 
 
+def by_name(sections: list[Section]) -> dict[str, list[Section]]:
+    found: dict[str, list[Section]] = {}
+    for s in sections:
+        found.setdefault(s.name, []).append(s)
+    return found
+
+
 def section_type(section: Section, by_name: dict[str, list[Section]]) -> str | None:
     """A PJSIP section's type, following its templates."""
     return inherited(section, "type", by_name)

@@ -14,23 +14,22 @@ reloads Asterisk. Messages are for the sysadmin, in Russian.
 from __future__ import annotations
 
 import difflib
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bridge.pbx import snippets as snippets_mod
 from bridge.pbx.conf import (
     Change,
     Parsed,
     Section,
     appended,
     blocks,
+    by_name,
     decode,
     encode,
-    inherited,
     make_block,
-    parse,
     resolve,
     section_type,
     walk,
@@ -39,12 +38,10 @@ from bridge.pbx.conf import (
 from bridge.pbx.conf import (
     apply as conf_apply,
 )
+from bridge.pbx.snippets import Secrets
 
 BACKUP_DIR = "novofon-bridge-backup"
 BLOCK_NOTE = "added by novofon-bridge asterisk install; novofon-bridge asterisk uninstall removes this block"
-AMI_PLACEHOLDER = "CHANGE_ME_AMI_SECRET"
-ARI_PLACEHOLDER = "CHANGE_ME_ARI_PASSWORD"
-TRANSPORT_PLACEHOLDER = "CHANGE_ME_UDP_TRANSPORT"
 # With --freepbx inbound calls follow FreePBX's inbound routes, not our DID table.
 FREEPBX_SKIP = frozenset({"from-novofon", "novofon-routes"})
 FREEPBX_TRUNK_CONTEXT = "from-pstn"
@@ -119,12 +116,6 @@ class InstallError(Exception):
     """Install or uninstall refused; the message says why and what to do. Nothing was written."""
 
 
-@dataclass(frozen=True)
-class Secrets:
-    ami_secret: str = field(repr=False)
-    ari_password: str = field(repr=False)
-
-
 @dataclass
 class Plan:
     etc: Path
@@ -159,14 +150,13 @@ def _lines(data: bytes | None) -> list[str]:
 
 
 def find_snippets() -> Path:
-    """asterisk-conf/ of this checkout, or the copy deploy/install.sh puts beside the venv."""
-    for candidate in (Path(__file__).resolve().parents[2], Path(sys.prefix).resolve().parent):
-        if (candidate / "asterisk-conf" / KINDS[0].snippet).is_file():
-            return candidate / "asterisk-conf"
-    raise InstallError(
-        "не найдены файлы asterisk-conf/ (novofon-bridge_*.conf): запустите команду из папки "
-        "проекта или переустановите: sudo deploy/install.sh --upgrade"
-    )
+    found = snippets_mod.find(KINDS[0].snippet)
+    if found is None:
+        raise InstallError(
+            "не найдены файлы asterisk-conf/ (novofon-bridge_*.conf): запустите команду из папки "
+            "проекта или переустановите: sudo deploy/install.sh --upgrade"
+        )
+    return found
 
 
 def read_file(path: Path) -> bytes | None:
@@ -176,37 +166,6 @@ def read_file(path: Path) -> bytes | None:
         return None
     except PermissionError:
         raise InstallError(f"нет прав на чтение {path}: запустите команду от root (sudo)") from None
-
-
-# -- the snippets ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Chunk:
-    section: Section
-    first: int  # 0-based line range in the snippet: leading comments, header, body, blank lines
-    stop: int
-
-
-def _chunks(text: str, file: Path) -> list[Chunk]:
-    lines = text.split("\n")
-    sections = parse(text, file, ours=True).sections
-    starts: list[int] = []
-    for s in sections:
-        i = s.line - 1
-        floor = starts[-1] + 1 if starts else 0
-        while i - 1 >= floor and lines[i - 1].strip().startswith(";"):
-            i -= 1
-        starts.append(i)
-    stops = [*starts[1:], len(lines)]
-    return [Chunk(s, a, b) for s, a, b in zip(sections, starts, stops, strict=True)]
-
-
-def _chunk_text(lines: list[str], chunk: Chunk) -> list[str]:
-    part = lines[chunk.first : chunk.stop]
-    while part and not part[-1].strip():
-        part.pop()
-    return part
 
 
 def _last(theirs: list[Section], section: str, key: str) -> str | None:
@@ -220,16 +179,6 @@ def _last(theirs: list[Section], section: str, key: str) -> str | None:
 def _is_on(kind: Kind, theirs: list[Section]) -> bool:
     value = _last(theirs, "general", "enabled")
     return bool(kind.on_by_default) if value is None else value.lower() in TRUE
-
-
-def _render(text: str, secrets: Secrets) -> str:
-    """The secrets in place of the placeholders, on setting lines only (comments keep the name)."""
-    return "\n".join(
-        line
-        if line.lstrip().startswith(";")
-        else line.replace(AMI_PLACEHOLDER, secrets.ami_secret).replace(ARI_PLACEHOLDER, secrets.ari_password)
-        for line in text.split("\n")
-    )
 
 
 # -- install --------------------------------------------------------------------------------------
@@ -271,14 +220,14 @@ def plan_install(
     for kind in KINDS:
         if freepbx and not kind.freepbx:
             continue
-        text = _render((snippets / kind.snippet).read_text(encoding="utf-8"), secrets)
+        text = snippets_mod.render((snippets / kind.snippet).read_text(encoding="utf-8"), secrets)
         tree = list(walk(etc, kind.root, read))
         theirs = [s for _, parsed in tree for s in parsed.sections if not s.ours]
         lines = text.split("\n")
-        if kind.key == "pjsip":
-            _name_transport(lines, theirs, plan)
+        if kind.key == "pjsip" and (note := snippets_mod.name_transport(lines, theirs)):
+            plan.notes.append(note)
         keep, drop, switched = [], [], []
-        for chunk in _chunks(text, snippets / kind.snippet):
+        for chunk in snippets_mod.chunks(text, snippets / kind.snippet):
             name = chunk.section.name
             if name == "general":
                 if _is_on(kind, theirs):
@@ -320,41 +269,16 @@ def plan_install(
     return plan
 
 
-def _name_transport(lines: list[str], theirs: list[Section], plan: Plan) -> None:
-    """The trunk uses the office's first UDP transport by name: Asterisk then takes the media
-    address from it instead of looking up the host's own address (DNS) on every call."""
-    by_name = _by_name(theirs)
-    udp = [
-        s.name
-        for s in theirs
-        if not s.is_template
-        and section_type(s, by_name) == "transport"
-        and (inherited(s, "protocol", by_name) or "udp").lower() == "udp"
-    ]
-    for i, line in enumerate(lines):
-        if line.startswith("transport=") and TRANSPORT_PLACEHOLDER in line:
-            lines[i] = f"transport={udp[0]}" if udp else f";{line}"
-    if not udp and any(section_type(s, by_name) == "transport" for s in theirs):
-        plan.notes.append("в pjsip.conf нет UDP-транспорта: Novofon принимает SIP по UDP, добавьте его")
-
-
-def _by_name(sections: list[Section]) -> dict[str, list[Section]]:
-    by_name: dict[str, list[Section]] = {}
-    for s in sections:
-        by_name.setdefault(s.name, []).append(s)
-    return by_name
-
-
 def _conflicts(kind: Kind, theirs: list[Section], ours: list[Section], etc: Path) -> list[str]:
-    by_name = _by_name(theirs)
+    names = by_name(theirs)
     found: list[str] = []
     for mine in ours:
-        for other in by_name.get(mine.name, []):
+        for other in names.get(mine.name, []):
             if other.is_template or other.adds:
                 continue
             label = f"[{mine.name}]"
             if kind.typed:
-                their_type = section_type(other, by_name)
+                their_type = section_type(other, names)
                 if their_type is not None and their_type != mine.get("type"):
                     continue
                 label += f" (type={mine.get('type')})"
@@ -369,9 +293,9 @@ def _conflicts(kind: Kind, theirs: list[Section], ours: list[Section], etc: Path
 
 
 def _check_notes(kind: Kind, theirs: list[Section], plan: Plan) -> None:
-    by_name = _by_name(theirs)
+    names = by_name(theirs)
     if kind.key == "pjsip" and not any(
-        section_type(s, by_name) == "transport" for s in theirs if not s.is_template
+        section_type(s, names) == "transport" for s in theirs if not s.is_template
     ):
         plan.notes.append(
             "в pjsip.conf нет ни одного транспорта (type=transport): Asterisk не слушает SIP. Добавьте, "
@@ -416,14 +340,14 @@ def _plan_freepbx(
     etc: Path,
     tree: Tree,
     lines: list[str],
-    keep: list[Chunk],
+    keep: list[snippets_mod.Chunk],
     plan: Plan,
     read: Reader,
 ) -> None:
     files = dict(kind.freepbx)
     groups: dict[str, list[str]] = {}
     for chunk in keep:
-        part = _chunk_text(lines, chunk)
+        part = snippets_mod.chunk_text(lines, chunk)
         if (chunk.section.name, chunk.section.get("type")) == ("novofon", "endpoint"):
             part = [f"context={FREEPBX_TRUNK_CONTEXT}" if p.startswith("context=") else p for p in part]
         dest = files.get(chunk.section.get("type") or "", files.get("*", ""))

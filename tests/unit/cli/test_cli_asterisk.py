@@ -54,7 +54,7 @@ def test_install_stores_new_secrets_in_the_env_file_and_never_prints_them(
     assert f"password = {values['ARI_PASSWORD']}" in (etc / "novofon-bridge_ari.conf").read_text()
     for secret in values.values():
         assert secret not in out.out + out.err
-    assert "AMI_SECRET: создан и записан в" in out.out
+    assert "AMI_SECRET: записан в" in out.out
     assert "Asterisk не запущен (нет " in out.out
 
 
@@ -128,3 +128,21 @@ def test_a_reload_asterisk_refuses_is_reported(
     (tmp_path / "bin" / "asterisk").write_text("#!/bin/sh\necho \"No such command '$4'\"\n")
     assert main(["asterisk", "install", "--etc", str(etc)]) == 1
     assert "Asterisk: dialplan reload — ОШИБКА: No such command 'dialplan reload'" in capsys.readouterr().out
+
+
+def test_an_env_file_that_lost_the_secret_gets_the_one_asterisk_has(
+    etc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["asterisk", "install", "--etc", str(etc)]) == 0
+    env = tmp_path / "env"
+    first = envfile.read(env)
+    env.write_text("TELEGRAM_BOT_TOKEN=1:x\n")  # the sysadmin replaced the file
+    assert main(["asterisk", "install", "--etc", str(etc)]) == 0
+    again = envfile.read(env)
+    assert first is not None and again is not None
+    assert again["AMI_SECRET"] == first["AMI_SECRET"] and again["ARI_PASSWORD"] == first["ARI_PASSWORD"]
+    env.write_text(env.read_text().replace(f"AMI_SECRET={first['AMI_SECRET']}", "AMI_SECRET=Another-One"))
+    capsys.readouterr()
+    assert main(["asterisk", "install", "--etc", str(etc)]) == 0
+    out = capsys.readouterr().out
+    assert "ВНИМАНИЕ: AMI_SECRET в" in out and first["AMI_SECRET"] not in out and "Another-One" not in out

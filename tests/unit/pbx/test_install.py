@@ -8,7 +8,8 @@ import pytest
 
 from bridge.pbx import install
 from bridge.pbx.conf import BEGIN, END, parse, walk
-from bridge.pbx.install import InstallError, Secrets
+from bridge.pbx.install import InstallError
+from bridge.pbx.snippets import Secrets
 
 SNIPPETS = Path(__file__).resolve().parents[3] / "asterisk-conf"
 SECRETS = Secrets("ami-Secret-123", "ari-Password-456")
