@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     except PermissionError as e:
         print(f"нет прав на запись в {e.filename or etc}: запустите команду от root (sudo)", file=sys.stderr)
         return EXIT_REFUSED
+    except OSError as e:
+        print(f"{e.filename or etc}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 def _placeholder(value: str | None) -> bool:

@@ -146,3 +146,11 @@ def test_an_env_file_that_lost_the_secret_gets_the_one_asterisk_has(
     assert main(["asterisk", "install", "--etc", str(etc)]) == 0
     out = capsys.readouterr().out
     assert "ВНИМАНИЕ: AMI_SECRET в" in out and first["AMI_SECRET"] not in out and "Another-One" not in out
+
+
+def test_a_file_system_error_is_a_message_not_a_traceback(
+    etc: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (etc / "novofon-bridge_pjsip.conf").mkdir()  # something in the way of a file install writes
+    assert main(["asterisk", "install", "--etc", str(etc)]) == 1
+    assert "novofon-bridge_pjsip.conf" in capsys.readouterr().err
