@@ -3,6 +3,7 @@
 What is built comes from bridge/wiring.py; this module only runs it. Every background task runs
 under the supervisor (a death is logged, the task restarted with backoff, its state in /status);
 SIGTERM stops the daemon: in-flight sends may finish, everything pending stays committed.
+SIGHUP (logrotate, ``systemctl reload``) opens the files the daemon writes again; it never stops it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import signal
 import time
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 import structlog
 
@@ -30,6 +31,15 @@ from bridge.wiring import build
 log = structlog.get_logger("bridge.app")
 
 HOUSEKEEPING_INTERVAL = 3600.0
+
+
+@runtime_checkable
+class Reopenable(Protocol):
+    """A sink that writes a file of its own (records.jsonl) and can start it afresh."""
+
+    def reopen(self) -> None: ...
+
+
 CHECKPOINT_INTERVAL = 10.0
 STATUS_INTERVAL = 5.0
 
@@ -134,6 +144,17 @@ class App:
             )
         )
 
+    def reopen_files(self) -> None:
+        """SIGHUP: every file a sink writes is opened again (logrotate moved the old one away)."""
+        for sink in self.dispatcher.sinks:
+            if isinstance(sink, Reopenable):
+                try:
+                    sink.reopen()
+                except OSError as e:
+                    log.error("sink.reopen_failed", sink=sink.name, error=str(e))
+                else:
+                    log.info("sink.reopened", sink=sink.name)
+
     # -- background work of the daemon itself --------------------------------------------------
     def housekeep(self, now: float | None = None) -> None:
         """Purge delivered records and per-call state older than outbox.keep_days (keys of
@@ -200,4 +221,12 @@ async def run_daemon(cfg: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await App(cfg).run(stop)
+    app: App | None = None
+
+    def hangup() -> None:  # before the app exists too: SIGHUP must never kill the daemon
+        if app is not None:
+            app.reopen_files()
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
+    app = App(cfg)
+    await app.run(stop)

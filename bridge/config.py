@@ -63,7 +63,7 @@ class AsteriskConfig:
     ami: AmiConfig = field(default_factory=AmiConfig)
     trunk_endpoints: list[str] = field(default_factory=lambda: ["novofon"])
     internal_extensions: str = r"^[1-9][0-9]{1,3}$"
-    outgoing_context: str = "outgoing"
+    outgoing_context: str = "novofon-outgoing"
     recordings_dir: str = "/var/spool/asterisk/monitor"
 
 
@@ -373,6 +373,22 @@ def _validate_paths(cfg: Config) -> None:
             )
 
 
+def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:
+    """Say which line is not UTF-8 and how to fix it (typically cp1251 from a Windows editor)."""
+    data = path.read_bytes()
+    line = data.count(b"\n", 0, e.start) + 1
+    try:
+        data.decode("cp1251")
+        guess = ", похоже, в кодировке Windows-1251 (cp1251)"
+    except UnicodeDecodeError:
+        guess = ""
+    return (
+        f"файл не в кодировке UTF-8 (строка {line}, байт 0x{data[e.start]:02x}){guess}. "
+        "Сохраните его в UTF-8 (Блокнот: «Сохранить как» → Кодировка: UTF-8) или перекодируйте: "
+        f"iconv -f cp1251 -t utf-8 {path} -o {path}.utf8 && mv {path}.utf8 {path}"
+    )
+
+
 def load(path: str | Path | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
     """Load and validate a config file; ``path=None`` means the built-in defaults."""
     env = os.environ if env is None else env
@@ -382,7 +398,9 @@ def load(path: str | Path | None = None, env: typing.Mapping[str, str] | None = 
         return defaults
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(file, "", _not_utf8(Path(path), e)) from None
     except FileNotFoundError:
         raise ConfigError(
             file, "", "file not found (pass -c FILE or create it from the shipped config.yaml)"

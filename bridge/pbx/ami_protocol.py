@@ -178,6 +178,7 @@ class AmiProtocol(asyncio.Protocol):
         self._pending.clear()
         if not self.banner_seen.done():
             self.banner_seen.set_exception(AmiError("AMI connection closed before the banner"))
+            self.banner_seen.exception()  # its waiter may be gone (Ctrl-C): no "never retrieved" at exit
         if not self.closed.done():
             self.closed.set_result(exc)
 
