@@ -1,4 +1,4 @@
-"""novofon-bridge outbox: pending and dead deliveries; retry; purge (safe while the daemon runs)."""
+"""novofon-bridge outbox: pending, held and dead deliveries; retry; purge (safe while the daemon runs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import sys
 import time
 
 from bridge.config import Config
-from bridge.outbox.store import OutboxStore, State
+from bridge.errors import StorageUnavailable
+from bridge.outbox.store import Delivery, OutboxStore, State
+
+
+def _line(label: str, d: Delivery, tail: str = "") -> str:
+    f = d.record.fields
+    return f"  [{label}] #{d.id} {d.sink} {f['event']} {d.record.pbx_call_id} попыток {d.attempts}" + tail
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
@@ -18,28 +24,42 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     store = OutboxStore(cfg.outbox_path)
     try:
         if args.action == "retry":
-            n = store.retry_dead(args.sink)
-            print(f"повторная отправка: {n} доставок возвращены в очередь (демон отправит их сам)")
+            try:
+                n = store.retry_dead(args.sink)
+            except StorageUnavailable as e:
+                print(f"не удалось записать в очередь: {e}", file=sys.stderr)
+                return 1
+            print(
+                f"повторная отправка: {n} доставок возвращены в очередь (демон отправит их сам, "
+                "записи каждого звонка — по порядку)"
+            )
         elif args.action == "purge":
             n = store.purge(time.time() - args.days * 86400)
             print(f"удалено доставленных записей старше {args.days:g} дн.: {n}")
         else:
-            counts = store.counts()
-            if not counts:
-                print("очередь пуста")
-            for sink, states in sorted(counts.items()):
-                parts = ", ".join(f"{k}: {v}" for k, v in sorted(states.items()))
-                print(f"{sink}: {parts}")
-            oldest = store.oldest_pending()
-            if oldest is not None:
-                print(f"самая старая неотправленная запись: {time.time() - oldest:.0f} с назад")
-            for state in (State.PENDING, State.DEAD):
-                for d in store.list(state, args.limit):
-                    f = d.record.fields
-                    print(
-                        f"  [{state.value}] #{d.id} {d.sink} {f['event']} {d.record.pbx_call_id} "
-                        f"попыток {d.attempts}" + (f" — {d.last_error}" if d.last_error else "")
-                    )
+            _list(store, args.limit)
         return 0
     finally:
         store.close()
+
+
+def _list(store: OutboxStore, limit: int) -> None:
+    counts = store.counts()
+    if not counts:
+        print("очередь пуста")
+    for sink, states in sorted(counts.items()):
+        parts = ", ".join(f"{k}: {v}" for k, v in sorted(states.items()))
+        print(f"{sink}: {parts}")
+    oldest = store.oldest_pending()
+    if oldest is not None:
+        print(f"самая старая неотправленная запись: {time.time() - oldest:.0f} с назад")
+    held = {d.id: (holder, state) for d, holder, state in store.held(limit * 10)}
+    for d in store.list(State.PENDING, limit):
+        if d.id in held:
+            holder, state = held[d.id]
+            why = "мёртвая, ждёт outbox retry" if state == State.DEAD.value else "ещё не доставлена"
+            print(_line("held", d, f" — ждёт #{holder} ({why})"))
+        else:
+            print(_line(State.PENDING.value, d, f" — {d.last_error}" if d.last_error else ""))
+    for d in store.list(State.DEAD, limit):
+        print(_line(State.DEAD.value, d, f" — {d.last_error}" if d.last_error else ""))

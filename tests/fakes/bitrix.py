@@ -14,6 +14,7 @@ from tests.fakes.base import FakeServer, Fault
 
 WEBHOOK_USER, WEBHOOK_CODE = "1", "fakewebhookcode123"
 CLIENT_ID, CLIENT_SECRET = "local.fake.app", "fake-client-secret"
+REGISTER_REPEAT_WINDOW = 30 * 60.0  # a repeated register answers the same CALL_ID this long
 STATUS_CODES = {"200", "304", "603", "603-S", "403", "404", "486", "484", "503", "480", "402", "423", "OTHER"}
 
 
@@ -29,6 +30,14 @@ class ExternalCall:
     hidden: set[str] = field(default_factory=set)
     finish: dict[str, Any] | None = None
     records: list[tuple[str, int]] = field(default_factory=list)
+    registered_at: float = field(default_factory=time.time)
+
+
+def register_key(p: dict[str, Any]) -> tuple[str, ...]:
+    """What the portal matches a repeated register on (b24restdocs, "Features of Re-registration")."""
+    user = str(p.get("USER_ID") or p.get("USER_PHONE_INNER") or "")
+    keys = ("PHONE_NUMBER", "TYPE", "LINE_NUMBER", "EXTERNAL_CALL_ID")
+    return (*(str(p.get(k, "")) for k in keys), user)
 
 
 class FakeBitrix(FakeServer):
@@ -36,7 +45,7 @@ class FakeBitrix(FakeServer):
         super().__init__()
         self.app_only = app_only  # the portal refuses telephony from webhooks (WRONG_AUTH_TYPE)
         self.calls: dict[str, ExternalCall] = {}
-        self.by_external: dict[str, str] = {}
+        self.by_key: dict[tuple[str, ...], str] = {}
         self.log: list[tuple[str, dict[str, Any]]] = []
         self._ids = itertools.count(1)
         self.refresh_token = "refresh-0"
@@ -121,13 +130,15 @@ class FakeBitrix(FakeServer):
                 return self._error(400, "ERROR_ARGUMENT", "USER_ID or USER_PHONE_INNER should be set")
             if str(p["TYPE"]) not in {"1", "2", "3", "4", "5"}:
                 return self._error(400, "ERROR_ARGUMENT", "Unknown TYPE")
-            ext = p.get("EXTERNAL_CALL_ID")
-            if ext and ext in self.by_external:  # like the portal: the same external call, same CALL_ID
-                return web.json_response({"result": {"CALL_ID": self.by_external[ext]}})
+            # Like the portal: the same request again within 30 minutes, while that call is not
+            # finished, answers the CALL_ID it made; anything else is a new call.
+            key = register_key(p)
+            same = self.calls.get(self.by_key.get(key, ""))
+            if same and same.finish is None and time.time() - same.registered_at < REGISTER_REPEAT_WINDOW:
+                return web.json_response({"result": {"CALL_ID": same.call_id}})
             call_id = f"externalCall.{next(self._ids)}"
             self.calls[call_id] = ExternalCall(call_id, dict(p))
-            if ext:
-                self.by_external[ext] = call_id
+            self.by_key[key] = call_id
             return web.json_response({"result": {"CALL_ID": call_id, "CRM_CREATED_LEAD": None}})
         call = self.calls.get(str(p.get("CALL_ID", "")))
         if call is None:
@@ -139,8 +150,10 @@ class FakeBitrix(FakeServer):
             users = p["USER_ID"] if isinstance(p["USER_ID"], list) else [p["USER_ID"]]
             call.hidden.update(str(u) for u in users)
         elif m == "telephony.externalcall.finish":
-            if call.finish is not None:
-                return self._error(400, "ERROR_CALL_FINISHED", "Call is already finished")
+            if call.finish is not None:  # a finished call is no longer among the calls in progress
+                return self._error(
+                    400, "ERROR_CORE", "Call is not found (call should be registered prior to finishing)"
+                )
             if str(p.get("STATUS_CODE", "200")) not in STATUS_CODES:
                 return self._error(400, "ERROR_ARGUMENT", "Wrong STATUS_CODE")
             call.finish = dict(p)

@@ -7,6 +7,7 @@ forget it. Answers use ``fmt=3`` (JSON) and ``charset=utf-8``.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -15,8 +16,8 @@ import structlog
 
 from bridge.calls.numbers import pretty
 from bridge.calls.records import Event
-from bridge.errors import PermanentFailure, RetryLater
-from bridge.http.client import Http, transport_error
+from bridge.errors import DeliveryError, PermanentFailure, RetryLater
+from bridge.http.client import Http, classify, retry_after_header, transport_error
 from bridge.integrations.smsc.settings import SmsSettings
 from bridge.integrations.smsc.state import last_sent, remember_sent
 from bridge.outbox.state import StateStore
@@ -26,6 +27,28 @@ log = structlog.get_logger("bridge.sms")
 
 # SMSC error codes: which of them a later retry can fix.
 RETRYABLE = {4: "IP blocked for a while", 9: "too many requests"}
+RETRYABLE_AFTER = 60.0
+
+
+def classify_body(status: int, body: Any) -> DeliveryError | None:
+    """The gateway's own error codes (its errors come in HTTP 200); the status decides the rest
+    (bridge/http/client.py: a 503 is retried whatever its body says)."""
+    if not isinstance(body, dict):
+        if 200 <= status < 300:
+            return RetryLater("SMS gateway answered something that is not JSON")
+        return None
+    if "error_code" in body or "error" in body:
+        try:
+            code = int(body.get("error_code") or 0)
+        except (TypeError, ValueError):
+            code = 0
+        reason = f"SMS gateway error {code}: {str(body.get('error', ''))[:200]}"
+        if not 200 <= status < 300:
+            reason += f" (HTTP {status})"
+        if code in RETRYABLE:
+            return RetryLater(reason, RETRYABLE_AFTER)
+        return PermanentFailure(reason)
+    return None
 
 
 class SmsSink:
@@ -62,17 +85,15 @@ class SmsSink:
             params["sender"] = self.s.sender
         try:
             async with self._http.session.post(self.s.api_url, data=params) as resp:
-                body = await resp.json(content_type=None)
+                status, text = resp.status, await resp.text(errors="replace")
+                retry_after = retry_after_header(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as e:
             raise transport_error(e) from None
+        try:
+            body: Any = json.loads(text)
         except ValueError:
-            raise RetryLater("SMS gateway answered something that is not JSON") from None
-        if "error_code" in body or "error" in body:
-            code = int(body.get("error_code") or 0)
-            reason = f"SMS gateway error {code}: {body.get('error', '')}"
-            if code in RETRYABLE:
-                raise RetryLater(reason, 60.0)
-            raise PermanentFailure(reason)
+            body = text[:300]
+        classify(status, body, api="SMS gateway", retry_after=retry_after, by_body=classify_body)
         remember_sent(self._state, number, str(body.get("id")))
         log.info("sms.sent", number=number, sms_id=body.get("id"))
 
