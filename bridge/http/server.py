@@ -8,6 +8,7 @@ size-limited; nothing secret is logged (not the Signature, not the query string)
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -16,11 +17,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from bridge.errors import BadRequest
+from bridge.errors import BadRequest, StorageUnavailable
+from bridge.outbox.health import is_storage_error
 
 log = structlog.get_logger("bridge.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+STORAGE_RETRY_AFTER = 30  # seconds: what a 503 for a full or read-only disk asks the sender to wait
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,14 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except BadRequest as e:
         log.info("http.rejected", path=request.path, error=e.error, status=e.status)
         return error(e.status, e.error, str(e))
+    except (StorageUnavailable, sqlite3.Error) as e:
+        if isinstance(e, sqlite3.Error) and not is_storage_error(e):
+            raise
+        # Nothing was committed: the sender keeps the request and tries again (Novofon retries).
+        log.debug("http.storage_unavailable", path=request.path, error=str(e))
+        response = error(503, "storage-unavailable", "cannot store the request now (disk full or read-only)")
+        response.headers["Retry-After"] = str(STORAGE_RETRY_AFTER)
+        return response
     except web.HTTPRequestEntityTooLarge:
         return error(413, "body-too-large", "the request body is over the limit")
     except web.HTTPException:

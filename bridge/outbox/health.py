@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -110,10 +111,26 @@ def advice(error: str, path: Path) -> str:
     return f"проверьте файл {path} и каталог {folder}"
 
 
+def diagnose(path: Path, error: str) -> str:
+    """Look at the file system itself: SQLite says "unable to open" for several causes."""
+    folder = path.parent
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return f"каталога {folder} нет и создать его не удалось: создайте его или задайте другой storage.dir"
+    if st.f_flag & os.ST_RDONLY:
+        return advice("read-only", path)
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+        return advice("permission", path)
+    if st.f_bavail == 0:
+        return advice("full", path)
+    return advice(error, path)
+
+
 class StorageOpenError(Exception):
     """The database cannot be opened at start: the message is for people (Russian)."""
 
     def __init__(self, path: Path, error: BaseException | str) -> None:
         self.path = path
         self.error = str(error)
-        super().__init__(f"не удаётся открыть очередь {path}: {self.error} — {advice(self.error, path)}")
+        super().__init__(f"не удаётся открыть очередь {path}: {self.error} — {diagnose(path, self.error)}")

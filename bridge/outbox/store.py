@@ -140,17 +140,23 @@ class OutboxStore:
         return result
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):  # a full disk must not stop the shutdown
-            self.checkpoint()
+        self.checkpoint()  # a full disk must not stop the shutdown: it returns False then
         self.db.close()
 
-    def checkpoint(self) -> None:
-        """Copy the WAL into the database file. Safe from any thread: it uses its own connection."""
-        db = sqlite3.connect(self.path, timeout=5)
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database file. Safe from any thread: it uses its own connection.
+        False when the machine refused it (disk full...): the WAL keeps everything meanwhile."""
         try:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            db.close()
+            db = sqlite3.connect(self.path, timeout=5)
+            try:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                db.close()
+        except sqlite3.Error as e:
+            if not is_storage_error(e):
+                raise
+            return False
+        return True
 
     # -- writing -----------------------------------------------------------------------------
     def add(self, records: list[CallRecord], sinks: list[str], now: float | None = None) -> list[int]:

@@ -17,7 +17,6 @@ from bridge.errors import PermanentFailure
 from bridge.outbox.dispatcher import Dispatcher, RetryPolicy
 from bridge.outbox.store import Delivery, OutboxStore, State
 from tests.helpers import MemorySink, until
-from tests.transcripts import replay
 
 FAST = RetryPolicy(base=0.01, cap=0.05, max_age=60, send_timeout=5)
 
