@@ -24,11 +24,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
     store = OutboxStore(cfg.outbox_path)
     try:
         if args.action == "retry":
-            try:
-                n = store.retry_dead(args.sink)
-            except StorageUnavailable as e:
-                print(f"не удалось записать в очередь: {e}", file=sys.stderr)
-                return 1
+            n = store.retry_dead(args.sink)
             print(
                 f"повторная отправка: {n} доставок возвращены в очередь (демон отправит их сам, "
                 "записи каждого звонка — по порядку)"
@@ -39,6 +35,9 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         else:
             _list(store, args.limit)
         return 0
+    except StorageUnavailable as e:
+        print(f"не удалось записать в очередь: {e} (место на диске? права?)", file=sys.stderr)
+        return 1
     finally:
         store.close()
 

@@ -205,19 +205,6 @@ class OutboxStore:
 
         return self._write("add_once", insert)
 
-    def seen_recently(self, key: str, window: float, now: float | None = None) -> bool:
-        """True if ``key`` was seen less than ``window`` seconds ago; remembers it now otherwise."""
-        now = time.time() if now is None else now
-        row = self.db.execute("SELECT created_at FROM inbound_seen WHERE key=?", (key,)).fetchone()
-        if row is not None and now - float(row[0]) < window:
-            return True
-        self.db.execute(
-            "INSERT INTO inbound_seen(key, created_at) VALUES (?,?)"
-            " ON CONFLICT(key) DO UPDATE SET created_at=excluded.created_at",
-            (key, now),
-        )
-        return False
-
     def mark_delivered(self, delivery_id: int, now: float | None = None) -> None:
         self._write(
             "mark_delivered",
@@ -263,9 +250,11 @@ class OutboxStore:
         of a call that has an earlier delivery pending or dead (an END never overtakes its START,
         a dead INTERNAL holds its END). ``exclude``: calls already being delivered."""
         skip, args = _not_in("d.pbx_call_id", exclude)
+        # "+d.next_try_at": not through the next_try_at index, which would test every pending row
+        # and sort them; walking deliveries_queue in id order stops at LIMIT heads.
         rows = self.db.execute(
             self._SELECT
-            + " WHERE d.sink=? AND d.state='pending' AND d.next_try_at<=?"
+            + " WHERE d.sink=? AND d.state='pending' AND +d.next_try_at<=?"
             + _HEAD
             + skip
             + " ORDER BY d.id LIMIT ?",
@@ -375,20 +364,27 @@ class OutboxStore:
 
     def purge(self, older_than: float) -> int:
         """Drop delivered deliveries done before ``older_than``, and records with nothing left."""
-        with self._tx():
-            n = self.db.execute(
-                "DELETE FROM deliveries WHERE state='delivered' AND done_at < ?", (older_than,)
-            ).rowcount
-            self.db.execute(
-                "DELETE FROM records WHERE created_at < ? AND NOT EXISTS"
-                " (SELECT 1 FROM deliveries d WHERE d.record_id = records.id)",
-                (older_than,),
-            )
-        return n
+
+        def delete() -> int:
+            with self._tx():
+                n = self.db.execute(
+                    "DELETE FROM deliveries WHERE state='delivered' AND done_at < ?", (older_than,)
+                ).rowcount
+                self.db.execute(
+                    "DELETE FROM records WHERE created_at < ? AND NOT EXISTS"
+                    " (SELECT 1 FROM deliveries d WHERE d.record_id = records.id)",
+                    (older_than,),
+                )
+            return int(n)
+
+        return self._write("purge", delete)
 
     def purge_seen(self, older_than: float) -> int:
         """Forget inbound dedupe keys older than ``older_than``."""
-        return self.db.execute("DELETE FROM inbound_seen WHERE created_at < ?", (older_than,)).rowcount
+        return self._write(
+            "purge_seen",
+            lambda: self.db.execute("DELETE FROM inbound_seen WHERE created_at < ?", (older_than,)).rowcount,
+        )
 
     def _tx(self) -> _Tx:
         return _Tx(self.db)
