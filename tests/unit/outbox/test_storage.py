@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,17 @@ from bridge.app import App
 from bridge.calls.records import sign
 from bridge.cli.main import main
 from bridge.config import Config, HttpConfig
+from bridge.directory import Directory, Employee
+from bridge.http.client import Http
+from bridge.integrations.bitrix24.settings import Bitrix24Settings
 from bridge.integrations.local.settings import JsonlSettings
 from bridge.integrations.novofon.settings import NovofonSettings
 from bridge.outbox.dispatcher import Dispatcher, RetryPolicy
 from bridge.outbox.jobs import Jobs
-from bridge.outbox.store import Delivery, OutboxStore
+from bridge.outbox.store import OutboxStore
 from tests.disk import SmallDisk, small_disk
-from tests.helpers import MemorySink, base_url, offline_config, until, with_sinks
+from tests.fakes.bitrix import FakeBitrix
+from tests.helpers import MemorySink, base_url, bitrix_sink, offline_config, until, with_sinks
 from tests.transcripts import replay
 
 SECRET = "novofon-api-secret"
@@ -129,12 +134,7 @@ async def test_calls_are_tracked_in_memory_and_committed_in_order_when_space_ret
 async def test_the_dispatcher_holds_a_call_until_its_outcome_is_written(disk: SmallDisk) -> None:
     store = OutboxStore(disk.path / "outbox.sqlite3")
     try:
-
-        class Counting(MemorySink):
-            async def send(self, delivery: Delivery) -> None:
-                await super().send(delivery)
-
-        sink = Counting("crm")
+        sink = MemorySink("crm")
         records = replay("outbound_busy") + replay("outbound_answered")  # 2 + 4 records, two calls
         store.add(records, ["crm"])
         d = Dispatcher(store, [sink], RetryPolicy(base=0.01, cap=0.05, max_age=60, send_timeout=5))
@@ -154,12 +154,46 @@ async def test_the_dispatcher_holds_a_call_until_its_outcome_is_written(disk: Sm
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        by_call: dict[str, list[str]] = {}
-        for r in sink.records:
-            by_call.setdefault(r.pbx_call_id, []).append(r.fields["event"])
-        assert sorted(sink.records, key=records.index) == records
-        assert all(len(set(evs)) == len(evs) for evs in by_call.values())
+        for call in {r.pbx_call_id for r in records}:  # each record once, each call in its order
+            assert [r for r in sink.records if r.pbx_call_id == call] == [
+                r for r in records if r.pbx_call_id == call
+            ]
     finally:
+        store.close()
+
+
+async def test_a_sink_that_cannot_save_its_state_sends_nothing_until_it_can(disk: SmallDisk) -> None:
+    store = OutboxStore(disk.path / "outbox.sqlite3")
+    http = Http(timeout=5)
+    bx = FakeBitrix()
+    await bx.start()
+    try:
+        directory = Directory(store.db)
+        directory.upsert(Employee("101", "Иван", bitrix_user_id="11"))
+        sink = bitrix_sink(
+            Bitrix24Settings(webhook_url=bx.webhook_url, rate=100, burst=100), http, store, directory
+        )
+        records = replay("outbound_busy")
+        store.add(records, [sink.name])
+        disk.fill()
+        d = Dispatcher(store, [sink], RetryPolicy(base=0.01, cap=0.05, max_age=60, send_timeout=5))
+        task = asyncio.create_task(d.run())
+        try:
+            # A register is remembered before it is sent; it cannot be: nothing goes to Bitrix24.
+            await until(lambda: store.health.failed_writes >= 3, timeout=10)
+            assert bx.log == [] and not task.done()
+            disk.free()
+            await until(lambda: store.counts() == {"bitrix24": {"delivered": len(records)}}, timeout=15)
+        finally:
+            await d.stop(0.5)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        methods = [m for m, _ in bx.log]
+        assert methods == ["telephony.externalcall.register", "telephony.externalcall.finish"]
+    finally:
+        await http.close()
+        await bx.stop()
         store.close()
 
 
@@ -204,8 +238,6 @@ def test_an_unwritable_storage_dir_at_start_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with small_disk(tmp_path / "ro"):
-        import subprocess
-
         subprocess.run(["mount", "-o", "remount,ro", str(tmp_path / "ro")], check=True)
         cfg = tmp_path / "config.yaml"
         cfg.write_text(f"storage:\n  dir: {tmp_path / 'ro'}\n")
