@@ -7,8 +7,11 @@ forget it. Answers use ``fmt=3`` (JSON) and ``charset=utf-8``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -58,6 +61,21 @@ class SmsSink:
         self.s = settings
         self._http = http
         self._state = state
+        # The outbox delivers calls in parallel: two missed calls from one number must not both
+        # pass the "recently sent" check before either is remembered. number -> [lock, users]
+        self._numbers: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, number: str) -> AsyncIterator[None]:
+        lock, users = self._numbers.setdefault(number, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._numbers[number]
 
     def _wanted(self, f: dict[str, str]) -> str | None:
         if f["event"] != Event.END.value or f.get("disposition") == "answered":
@@ -70,6 +88,11 @@ class SmsSink:
         number = self._wanted(f)
         if number is None:
             return
+        async with self._one_at_a_time(number):
+            await self._send(delivery, number)
+
+    async def _send(self, delivery: Delivery, number: str) -> None:
+        f = delivery.record.fields
         last = last_sent(self._state, number)
         if last is not None and time.time() - last < self.s.per_number_interval:
             log.info("sms.skipped_recently_sent", number=number)
@@ -85,14 +108,14 @@ class SmsSink:
             params["sender"] = self.s.sender
         try:
             async with self._http.session.post(self.s.api_url, data=params) as resp:
-                status, text = resp.status, await resp.text(errors="replace")
+                status, answer = resp.status, await resp.text(errors="replace")
                 retry_after = retry_after_header(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as e:
             raise transport_error(e) from None
         try:
-            body: Any = json.loads(text)
+            body: Any = json.loads(answer)
         except ValueError:
-            body = text[:300]
+            body = answer[:300]
         classify(status, body, api="SMS gateway", retry_after=retry_after, by_body=classify_body)
         remember_sent(self._state, number, str(body.get("id")))
         log.info("sms.sent", number=number, sms_id=body.get("id"))

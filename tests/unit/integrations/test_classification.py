@@ -3,6 +3,7 @@ gateway 503 JSON, Bitrix24 503 QUERY_LIMIT_EXCEEDED and 500, a webhook's 429 wit
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -59,6 +60,21 @@ async def test_sms_gateway_503_with_a_json_body_is_retried_not_dead(store: Outbo
         assert "503" in str(e.value)
         await deliver(store, [sink], replay("inbound_missed"), policy=FAST)
     assert len(smsc.sent) == 1 and store.list(State.DEAD) == []
+
+
+async def test_two_missed_calls_from_one_number_delivered_at_once_send_one_sms(
+    store: OutboxStore, http: Http
+) -> None:
+    smsc = FakeSmsc()
+    async with serving(smsc):
+        settings = SmsSettings(
+            enabled=True, api_url=f"{smsc.url}/sys/send.php", login=LOGIN, password=PASSWORD
+        )
+        sink = SmsSink(settings, http, StateStore(store.db))
+        first, second = replay("inbound_missed")[-1], replay("inbound_busy")[-1]  # the same caller
+        assert first.fields["caller_id"] == second.fields["caller_id"]
+        await asyncio.gather(sink.send(delivery(first, 1, "sms")), sink.send(delivery(second, 2, "sms")))
+    assert len(smsc.sent) == 1  # the outbox sends calls in parallel: the check still holds
 
 
 async def test_bitrix24_query_limit_waits_exactly_and_closes_the_bucket(
