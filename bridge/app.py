@@ -122,6 +122,7 @@ class App:
                 "by_sink": counts,
             },
             "jobs": self.jobs.counts(),
+            "storage": self.store.health.as_dict(),
             "directory": {"employees": len(self.directory)},
             "tasks": self.supervisor.status(),
             "integrations": {

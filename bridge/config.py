@@ -131,6 +131,7 @@ class OutboxConfig:
     send_timeout: float = 60.0
     keep_days: float = 7.0
     synchronous: Literal["normal", "full"] = "normal"
+    parallel_calls: int = 8
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,8 @@ def _validate(cfg: Config) -> None:
     for name in ("retry_base", "retry_cap", "max_age", "send_timeout", "keep_days"):
         if getattr(cfg.outbox, name) <= 0:
             raise ConfigError(f, f"outbox.{name}", "expected a positive number")
+    if not 1 <= cfg.outbox.parallel_calls <= 100:
+        raise ConfigError(f, "outbox.parallel_calls", "expected 1..100 calls delivered at once per sink")
     if ami.reconnect_min_delay > ami.reconnect_max_delay:
         raise ConfigError(f, "asterisk.ami.reconnect_min_delay", "must not exceed reconnect_max_delay")
     if not is_ascii_digits(cfg.pbx.country_code):

@@ -56,7 +56,13 @@ def build_directory(cfg: Config, store: OutboxStore) -> Directory:
 
 def retry_policy(cfg: Config) -> RetryPolicy:
     o = cfg.outbox
-    return RetryPolicy(base=o.retry_base, cap=o.retry_cap, max_age=o.max_age, send_timeout=o.send_timeout)
+    return RetryPolicy(
+        base=o.retry_base,
+        cap=o.retry_cap,
+        max_age=o.max_age,
+        send_timeout=o.send_timeout,
+        parallel_calls=o.parallel_calls,
+    )
 
 
 @dataclass
@@ -80,7 +86,7 @@ def build(cfg: Config, extra_sinks: Sequence[Sink] = ()) -> Components:
     state = StateStore(store.db)
     http = Http(timeout=cfg.outbox.send_timeout)
     directory = build_directory(cfg, store)
-    jobs = Jobs(store.db, redact=store.redact)
+    jobs = Jobs(store.db, redact=store.redact, health=store.health)
     pipeline = Pipeline(cfg, store)
     a = cfg.asterisk.ami
     ami = AmiSupervisor(

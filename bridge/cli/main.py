@@ -12,8 +12,9 @@ from pathlib import Path
 from bridge import config as config_mod
 from bridge import logs
 from bridge.cli import asterisk, employees, envfile, jobs, outbox, pbx
-from bridge.cli.common import EXIT_CONFIG
+from bridge.cli.common import EXIT_CONFIG, EXIT_STORAGE
 from bridge.config import Config, ConfigError
+from bridge.outbox.health import StorageOpenError
 from bridge.redact import Redactor
 
 
@@ -113,6 +114,9 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "status":
             return asyncio.run(pbx.with_pbx(cfg, pbx.status))
         return asyncio.run(pbx.place(cfg, args))
+    except StorageOpenError as e:  # a corrupt or unwritable database: say which file and what to do
+        print(f"ошибка хранилища: {e}", file=sys.stderr)
+        return EXIT_STORAGE
     except KeyboardInterrupt:
         print("\nпрервано (Ctrl-C)", file=sys.stderr)
         return 130

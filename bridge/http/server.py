@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import secrets
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,13 +23,15 @@ import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from bridge.errors import BadRequest
+from bridge.errors import BadRequest, StorageUnavailable
 from bridge.http import peers
 from bridge.http.connections import ConnectionGuard, GuardedSite, fd_cap
+from bridge.outbox.health import is_storage_error
 
 log = structlog.get_logger("bridge.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+STORAGE_RETRY_AFTER = 30  # seconds: what a 503 for a full or read-only disk asks the sender to wait
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,15 @@ class HttpServer:
         except BadRequest as e:
             log.info("http.rejected", path=request.path, error=e.error, status=e.status, client=str(client))
             return error(e.status, e.error, str(e))
+        except (StorageUnavailable, sqlite3.Error) as e:
+            if isinstance(e, sqlite3.Error) and not is_storage_error(e):
+                raise
+            # Nothing was committed: the sender keeps the request and tries again (Novofon retries).
+            log.debug("http.storage_unavailable", path=request.path, error=str(e))
+            why = "cannot store the request now (disk full or read-only)"
+            response = error(503, "storage-unavailable", why)
+            response.headers["Retry-After"] = str(STORAGE_RETRY_AFTER)
+            return response
         except web.HTTPRequestEntityTooLarge:
             return error(413, "body-too-large", "the request body is over the limit")
         except web.HTTPException:

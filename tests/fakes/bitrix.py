@@ -31,6 +31,7 @@ from tests.fakes.bitrix_batch import run_batch
 WEBHOOK_USER, WEBHOOK_CODE = "1", "fakewebhookcode123"
 CLIENT_ID, CLIENT_SECRET = "local.fake.app", "fake-client-secret"
 MEMBER_ID = "a223c6b3710f85df22e9377d6c4f7553"
+REGISTER_REPEAT_WINDOW = 30 * 60.0  # a repeated register answers the same CALL_ID this long
 STATUS_CODES = {"200", "304", "603", "603-S", "403", "404", "486", "484", "503", "480", "402", "423", "OTHER"}
 ALL_SCOPES = frozenset({"telephony", "user", "crm"})
 # event.bind knows these; ONUSERUPDATE is not in Bitrix24's REST event list (SPECS.md).
@@ -67,6 +68,22 @@ class ExternalCall:
     hidden: set[str] = field(default_factory=set)
     finish: dict[str, Any] | None = None
     records: list[tuple[str, int]] = field(default_factory=list)
+    registered_at: float = field(default_factory=time.time)
+
+
+def register_key(p: dict[str, Any]) -> tuple[str, ...]:
+    """What the portal matches a repeated register on (b24restdocs, "Features of Re-registration")."""
+    user = str(p.get("USER_ID") or p.get("USER_PHONE_INNER") or "")
+    keys = ("PHONE_NUMBER", "TYPE", "LINE_NUMBER", "EXTERNAL_CALL_ID")
+    return (*(str(p.get(k, "")) for k in keys), user)
+
+
+# The portal's users most tests need: the admin, and the employees behind extensions 101 and 102.
+PORTAL_USERS = [
+    portal_user(1, "", "Администратор Портала"),
+    portal_user(11, "101", "Иван Петров"),
+    portal_user(12, "102", "Пётр Сидоров"),
+]
 
 
 @dataclass(frozen=True)
@@ -91,10 +108,11 @@ class FakeBitrix(FakeServer):
         self.webhook_scopes, self.app_scopes = webhook_scopes, app_scopes
         self.latency, self.limit = latency, limit
         self.calls: dict[str, ExternalCall] = {}
-        self.by_external: dict[str, str] = {}
+        self.by_key: dict[tuple[str, ...], str] = {}  # a register's matching fields -> its CALL_ID
         self.log: list[tuple[str, dict[str, Any]]] = []  # every method called (batch: each command too)
         self.http_requests: list[str] = []  # one entry per REST HTTP request ("batch" counts once)
         self.refused: list[tuple[str, str]] = []  # (method, error) of every refusal
+        self.done: list[tuple[str, dict[str, Any]]] = []  # every method the portal carried out
         self.shown_at: dict[str, float] = {}  # CALL_ID -> when its card was first shown (monotonic)
         self._ids = itertools.count(1)
         self.refresh_token = "refresh-0"
@@ -304,10 +322,12 @@ class FakeBitrix(FakeServer):
     def _call(self, method: str, p: dict[str, Any], auth: Auth) -> Any:
         self.log.append((method, p))
         try:
-            return self._method(method.lower(), p, auth)
+            result = self._method(method.lower(), p, auth)
         except Refused as e:
             self.refused.append((method, e.error))
             raise
+        self.done.append((method, p))
+        return result
 
     def _method(self, m: str, p: dict[str, Any], auth: Auth) -> Any:
         scope = m.split(".")[0] if m.split(".")[0] in ALL_SCOPES else None
@@ -365,13 +385,15 @@ class FakeBitrix(FakeServer):
             raise Refused(400, "ERROR_CORE", "Unknown TYPE")
         if not re.search(r"\d", str(p.get("PHONE_NUMBER", ""))):  # "anonymous", "", "unknown"
             raise Refused(400, "ERROR_CORE", "Unsupported phone number format")
-        ext = p.get("EXTERNAL_CALL_ID")
-        if ext and ext in self.by_external:  # like the portal: the same external call, same CALL_ID
-            return self.by_external[ext]
+        # Like the portal: the same request again within 30 minutes, while that call is not
+        # finished, answers the CALL_ID it made; anything else is a new call.
+        key = register_key(p)
+        same = self.calls.get(self.by_key.get(key, ""))
+        if same and same.finish is None and time.time() - same.registered_at < REGISTER_REPEAT_WINDOW:
+            return same.call_id
         call_id = f"externalCall.{next(self._ids)}"
         self.calls[call_id] = ExternalCall(call_id, dict(p))
-        if ext:
-            self.by_external[ext] = call_id
+        self.by_key[key] = call_id
         if str(p.get("SHOW", "1")) == "1" and p.get("USER_ID"):  # the card, shown to the registering user
             self.calls[call_id].shown.add(str(p["USER_ID"]))
         return call_id

@@ -53,6 +53,7 @@ def test_env_default_and_override(tmp_path: Path) -> None:
         ("asterisk: [1, 2]\n", "asterisk", "expected a mapping"),
         ("telegram:\n  token: x\n", "telegram", "unknown key"),
         ("asterisk:\n  trunk_endpoints: []\n", "asterisk.trunk_endpoints", "at least one"),
+        ("outbox:\n  parallel_calls: 0\n", "outbox.parallel_calls", "expected 1..100"),
     ],
 )
 def test_mistakes_are_explained(tmp_path: Path, text: str, key: str, says: str) -> None:

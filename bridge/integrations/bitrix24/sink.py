@@ -1,7 +1,9 @@
 """Bitrix24 telephony: each call becomes an external call in the CRM, with its card and recording.
 
 Lifecycle per call (pbx_call_id -> Bitrix24 CALL_ID kept in the outbox ``sink_state``, so retries
-and restarts never register a call twice; EXTERNAL_CALL_ID = pbx_call_id as well):
+and restarts never register a call twice; EXTERNAL_CALL_ID = pbx_call_id as well). Each step
+happens once: the state says what was done, and the outbox holds a call's later records while an
+earlier one is dead, so a replay after ``outbox retry`` goes register -> finish -> attachRecord.
 
   inbound   first INTERNAL: register (TYPE 2) and show the card, in one ``batch`` request (the
             card pops up one round trip after the first ring); each later INTERNAL: show it to
@@ -17,12 +19,21 @@ an answered call that rounds to 0 s is reported as 1 s (DURATION 0 shows an answ
 
 Two ways in: an incoming webhook URL, or a local application (OAuth with token refresh), because
 some portals now refuse register/finish from a webhook (WRONG_AUTH_TYPE).
+
+A request whose answer was lost (the outbox gave up waiting; the portal may still have done it):
+- register: its exact parameters are saved before it is sent; a retry sends the very same request,
+  and Bitrix24 answers a repeated register (same PHONE_NUMBER, TYPE, USER_ID/USER_PHONE_INNER,
+  LINE_NUMBER, EXTERNAL_CALL_ID) with the CALL_ID it made, for 30 minutes while the call is not
+  finished. After REGISTER_SAME_WINDOW the retry is a new register (logged: the card may be doubled);
+- finish: if the retry hears "Call is not found", the lost finish was done (a finished call is no
+  longer found); attachRecord cannot be checked, so a lost one may be attached twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +45,7 @@ from bridge.calls.records import CallRecord, Event
 from bridge.directory import Directory
 from bridge.errors import PermanentFailure, RetryLater
 from bridge.integrations.bitrix24.batch import Ref
-from bridge.integrations.bitrix24.client import BitrixClient
+from bridge.integrations.bitrix24.client import BitrixClient, BitrixRefused
 from bridge.integrations.bitrix24.settings import Bitrix24Settings
 from bridge.integrations.bitrix24.state import BitrixCall, load_call, save_call
 from bridge.outbox.state import StateStore
@@ -44,6 +55,7 @@ log = structlog.get_logger("bridge.bitrix24")
 
 RECORDING_WAIT_ATTEMPTS = 6
 HIDDEN_CALLER = "0000000000"  # PHONE_NUMBER for a caller who hid their number: digits Bitrix24 takes
+REGISTER_SAME_WINDOW = 25 * 60.0  # Bitrix24 repeats a CALL_ID for 30 min: keep a margin for clocks
 
 # Novofon disposition -> Bitrix24 STATUS_CODE.
 INBOUND_STATUS = {"answered": "200"}  # anything else inbound is a missed call
@@ -124,9 +136,44 @@ class Bitrix24Sink:
         return user if self.s.show_card and user and user not in st.shown else None
 
     async def _register(self, r: CallRecord, st: BitrixCall, ext: str, show: str | None = None) -> None:
-        """Register the call; with ``show``, show that user the card in the same batch request."""
+        """Register the call; with ``show``, show that user the card in the same batch request.
+
+        The request is saved before it is sent: if its answer is lost (a hung connection that the
+        portal completed later), the retry sends the very same request, and Bitrix24 answers a
+        repeat within 30 minutes with the same CALL_ID instead of a second card."""
         if st.call_id:
             return
+        now = time.time()
+        if st.register is not None and now - st.register_at < REGISTER_SAME_WINDOW:
+            params = st.register
+            log.info(
+                "bitrix24.register_repeated", pbx_call_id=r.pbx_call_id, age_s=round(now - st.register_at)
+            )
+        else:
+            if st.register is not None:
+                log.warning(
+                    "bitrix24.register_unconfirmed",
+                    pbx_call_id=r.pbx_call_id,
+                    age_s=round(now - st.register_at),
+                    note="an earlier register may have made a call card; this one may be a second",
+                )
+            st.register, st.register_at = self._register_params(r, ext), now
+            self._save(r.pbx_call_id, st)  # before sending: a retry must send the same request
+            params = st.register
+        try:
+            if show is not None:
+                await self._register_with_card(r, st, params, show)
+            else:
+                result = await self._call("telephony.externalcall.register", params)
+                st.call_id = result["CALL_ID"]
+        except BitrixRefused:
+            st.register = None  # refused: nothing was made, the next try is a fresh request
+            self._save(r.pbx_call_id, st)
+            raise
+        st.register = None
+        self._save(r.pbx_call_id, st)
+
+    def _register_params(self, r: CallRecord, ext: str) -> dict[str, Any]:
         f = r.fields
         inbound = r.meta.get("direction") == "in"
         phone = f["caller_id"] if inbound else f["destination"]
@@ -143,15 +190,10 @@ class Bitrix24Sink:
         line = f.get("called_did", "") if inbound else f.get("called_did") or self._default_line
         if line:
             params["LINE_NUMBER"] = line
-        if show is not None:
-            await self._register_with_card(r, st, params, show)
-            return
-        result = await self._call("telephony.externalcall.register", params)
-        st.call_id = result["CALL_ID"]
-        self._save(r.pbx_call_id, st)
+        return params
 
     async def _register_with_card(
-        self, r: CallRecord, st: BitrixCall, params: dict[str, str], user: str
+        self, r: CallRecord, st: BitrixCall, params: dict[str, Any], user: str
     ) -> None:
         """register + show in one batch request: show takes register's CALL_ID on the portal."""
         card = {"CALL_ID": Ref("register", "CALL_ID"), "USER_ID": user}
@@ -207,7 +249,16 @@ class Bitrix24Sink:
         }
         if status == "OTHER":
             params["FAILED_REASON"] = f["disposition"]
-        await self._call("telephony.externalcall.finish", params)
+        retried, st.finish_sent = st.finish_sent, True
+        self._save(r.pbx_call_id, st)
+        try:
+            await self._call("telephony.externalcall.finish", params)
+        except BitrixRefused as e:
+            if not (retried and "not found" in e.description.lower()):
+                st.finish_sent = False  # refused: nothing was finished
+                self._save(r.pbx_call_id, st)
+                raise
+            log.info("bitrix24.finish_was_done", pbx_call_id=r.pbx_call_id, answer=str(e))
         st.finished = True
         self._save(r.pbx_call_id, st)
 

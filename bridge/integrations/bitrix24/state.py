@@ -5,6 +5,7 @@ and what ONAPPINSTALL said (application_token, portal)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from bridge.outbox.state import Retention, StateStore
 
@@ -17,6 +18,11 @@ class BitrixCall:
     shown: list[str] = field(default_factory=list)  # users who have the card open
     finished: bool = False
     attached: bool = False
+    # A register sent whose answer we never saw (timeout, reset): the exact parameters and when,
+    # so a retry sends the very same request and the portal answers with the CALL_ID it made.
+    register: dict[str, Any] | None = None
+    register_at: float = 0.0
+    finish_sent: bool = False  # a finish went out and its answer was lost
 
 
 def load_call(state: StateStore, pbx_call_id: str) -> BitrixCall:

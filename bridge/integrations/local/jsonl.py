@@ -12,6 +12,7 @@ import os
 import threading
 from pathlib import Path
 
+from bridge.errors import RetryLater
 from bridge.outbox.store import Delivery
 
 
@@ -34,7 +35,10 @@ class JsonlSink:
 
     async def send(self, delivery: Delivery) -> None:
         line = json.dumps(delivery.record.to_json(), ensure_ascii=False) + "\n"
-        await asyncio.to_thread(self._write, line.encode())
+        try:
+            await asyncio.to_thread(self._write, line.encode())
+        except OSError as e:  # disk full, read-only: the record stays in the outbox, tried again
+            raise RetryLater(f"cannot write {self.path}: {e.strerror or e}") from None
 
     def reopen(self) -> None:
         """Start writing to a fresh ``path`` (after logrotate moved the old file away)."""

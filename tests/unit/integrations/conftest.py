@@ -66,12 +66,18 @@ async def deliver(
     store.add(records, d.sink_names)
     task = asyncio.create_task(d.run())
     try:
-        await until(lambda: not store.list(State.PENDING), timeout=timeout, interval=0.02)
+        await until(lambda: settled(store), timeout=timeout, interval=0.02)
     finally:
         await d.stop(1)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def settled(store: OutboxStore) -> bool:
+    """Nothing left to send: every pending delivery waits behind a dead one of its call."""
+    held = {d.id for d, _, state in store.held(1000) if state == State.DEAD.value}
+    return all(d.id in held for d in store.list(State.PENDING, 1000))
 
 
 def with_recording(records: list[CallRecord], path: Path) -> list[CallRecord]:

@@ -30,6 +30,7 @@ from tests.fakes.bitrix import CLIENT_ID, CLIENT_SECRET, FakeBitrix, portal_user
 from tests.fakes.bitrix_batch import php_parse
 from tests.helpers import bitrix_sink, delivery, until
 from tests.transcripts import replay
+from tests.unit.integrations.conftest import settled
 
 FAST = RetryPolicy(base=0.01, cap=0.05, max_age=60, send_timeout=5)
 USERS = [portal_user(1, "", "Администратор Портала"), portal_user(11, "101", "Иван Петров")]
@@ -81,7 +82,7 @@ async def deliver(store: OutboxStore, sink: Sink, records: list[CallRecord]) -> 
     store.add(records, d.sink_names)
     task = asyncio.create_task(d.run())
     try:
-        await until(lambda: not store.list(State.PENDING), interval=0.02)
+        await until(lambda: settled(store), interval=0.02)
     finally:
         await d.stop(1)
         task.cancel()
