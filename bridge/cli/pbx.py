@@ -12,15 +12,18 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+from bridge.calls.numbers import InvalidNumber
 from bridge.cli.common import EXIT_AMI, say
 from bridge.config import Config
+from bridge.integrations.bitrix24.checks import check_portal
 from bridge.pbx.ami_protocol import AmiError
 from bridge.pbx.ari import AriClient, AriError, AriNotFound
 from bridge.pbx.ari_actions import AriActions
-from bridge.pbx.originate import PbxActions, ari_settings
+from bridge.pbx.originate import PbxActions, ari_settings, checked_callback, checked_test_number
 
 Actions = AriActions | PbxActions
 
+EXIT_USAGE = 2  # as argparse: the arguments themselves are wrong
 EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
 
 
@@ -42,10 +45,15 @@ async def check(cfg: Config, connect: bool) -> int:
     if not connect:
         return 0
 
+    bitrix = await check_portal(cfg.sinks.bitrix24, cfg.outbox_path) if cfg.sinks.bitrix24.enabled else []
+    for problem in bitrix:
+        print(f"Bitrix24: {problem}", file=sys.stderr)
+
     async def login(actions: PbxActions) -> int:
         status = await actions.status()
         print(f"AMI: вход выполнен ({cfg.asterisk.ami.host}:{cfg.asterisk.ami.port}, {status.banner})")
-        return await report_ari(cfg)
+        ari = await report_ari(cfg)
+        return ari or (1 if bitrix else 0)
 
     return await with_pbx(cfg, login)
 
@@ -105,7 +113,16 @@ async def open_actions(cfg: Config) -> Actions:
 
 
 async def place(cfg: Config, args: argparse.Namespace) -> int:
-    """``call`` / ``callback``: over ARI or AMI. Ctrl-C (or SIGTERM) hangs up what was placed."""
+    """``call`` / ``callback``: over ARI or AMI. The numbers are checked before the PBX is even
+    connected to; Ctrl-C (or SIGTERM) hangs up what was placed."""
+    try:
+        if args.command == "call":
+            checked_test_number(cfg, args.number)
+        else:
+            checked_callback(cfg, args.employee, args.client, args.did)
+    except InvalidNumber as e:
+        print(f"ошибка: {e}; звонок не сделан", file=sys.stderr)
+        return EXIT_USAGE
     try:
         actions = await open_actions(cfg)
     except (AriError, AmiError) as e:
@@ -113,8 +130,7 @@ async def place(cfg: Config, args: argparse.Namespace) -> int:
         return EXIT_AMI
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
-    if task is not None:
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    on_term = task is not None and _on_sigterm(loop, task)
     try:
         return await place_call(args)(actions)
     except asyncio.CancelledError:  # the command's own top level: the call was hung up below
@@ -123,8 +139,19 @@ async def place(cfg: Config, args: argparse.Namespace) -> int:
         print("прервано: вызовы этой команды сброшены", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        if on_term:
+            loop.remove_signal_handler(signal.SIGTERM)
         await actions.close()
+
+
+def _on_sigterm(loop: asyncio.AbstractEventLoop, task: asyncio.Task[int]) -> bool:
+    """SIGTERM cancels the command as Ctrl-C does; False where signals cannot be caught (the CLI
+    run in a thread other than the main one: tests, an embedding tool)."""
+    try:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    except (RuntimeError, ValueError):
+        return False
+    return True
 
 
 def place_call(args: argparse.Namespace) -> Callable[[Actions], Awaitable[int]]:

@@ -10,11 +10,19 @@ import uuid
 from collections.abc import Awaitable
 
 from bridge.backoff import Backoff
-from bridge.calls.numbers import normalise, pretty
+from bridge.calls.numbers import pretty
 from bridge.config import Config
 from bridge.pbx.ari import AriBadRequest, AriClient, AriError, AriSupervisor, AriUnavailable
 from bridge.pbx.follow import AriFollower, Outcome, Printer
-from bridge.pbx.originate import ari_settings, callback_caller_id, new_call_id, stasis_settings, wait_ringing
+from bridge.pbx.originate import (
+    ari_settings,
+    callback_caller_id,
+    checked_callback,
+    checked_test_number,
+    new_call_id,
+    stasis_settings,
+    wait_ringing,
+)
 from bridge.pbx.stasis import EVENTS, StasisApp
 
 
@@ -62,8 +70,9 @@ class AriActions:
         await self._events.stop()
 
     async def test_call(self, number: str, say: Printer, timeout: float | None = None) -> Outcome:
-        """Call ``number`` through the trunk (Local/NUMBER@outgoing) and play the test sound."""
-        number = normalise(number, self.cfg.pbx.country_code)
+        """Call ``number`` through the trunk (Local/NUMBER@<outgoing_context>) and play the test
+        sound. ``number`` is checked as on the AMI path (InvalidNumber: nothing is sent)."""
+        number = checked_test_number(self.cfg, number)
         call_id = new_call_id("nbcall")
         follower = AriFollower(say)
         say(f"тестовый звонок на {pretty(number)} (Local/{number}@{self.cfg.asterisk.outgoing_context})")
@@ -73,9 +82,10 @@ class AriActions:
     async def callback(
         self, employee: str, client: str, did: str | None, say: Printer, timeout: float | None = None
     ) -> Outcome:
-        """Ring the employee's phone first; once they answer, call the client through the trunk."""
-        client = normalise(client, self.cfg.pbx.country_code)
-        did = normalise(did, self.cfg.pbx.country_code) if did else ""
+        """Ring the employee's phone first; once they answer, call the client through the trunk.
+        The extension and the numbers are checked as on the AMI path (InvalidNumber: nothing sent)."""
+        employee, client, checked_did = checked_callback(self.cfg, employee, client, did)
+        did = checked_did or ""
         call_id = new_call_id("nbcb")
         follower = AriFollower(say, employee)
         say(f"обратный звонок: сначала сотрудник {employee}, затем клиент {pretty(client)}")

@@ -18,6 +18,7 @@ button) goes over ARI when ``asterisk.ari`` is enabled and has a password, over 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -27,12 +28,12 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from bridge.calls.numbers import normalise, pretty
+from bridge.calls.numbers import InvalidNumber, check_extension, check_phone, parse_phone, pretty
 from bridge.calls.records import CallRecord, Event, make
 from bridge.config import Config
 from bridge.errors import PermanentFailure, RetryLater
 from bridge.pbx.ami import AmiConnection, AmiSupervisor
-from bridge.pbx.ami_protocol import AmiError, AmiMessage
+from bridge.pbx.ami_protocol import AmiError, AmiMessage, UnsafeAction
 from bridge.pbx.ari import AriDialFailed, AriError, AriSettings, AriSupervisor, AriUnavailable
 from bridge.pbx.follow import (
     CallFollower,
@@ -48,6 +49,22 @@ from bridge.pbx.stasis import StasisApp
 from bridge.pbx.stasis_call import StasisSettings
 
 log = structlog.get_logger("bridge.originate")
+
+_CHANNEL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def checked_test_number(cfg: Config, number: str) -> str:
+    """The CLI's ``call NUMBER``, checked and normalised (InvalidNumber otherwise)."""
+    return parse_phone(number, cfg.pbx.country_code, "номер для тестового звонка")
+
+
+def checked_callback(cfg: Config, employee: str, client: str, did: str | None) -> tuple[str, str, str | None]:
+    """The CLI's ``callback --employee --client --from``, checked and normalised (InvalidNumber)."""
+    return (
+        check_extension(employee, cfg.asterisk.internal_extensions, "--employee"),
+        parse_phone(client, cfg.pbx.country_code, "--client"),
+        parse_phone(did, cfg.pbx.country_code, "--from") if did else None,
+    )
 
 
 def new_call_id(prefix: str) -> str:
@@ -148,8 +165,8 @@ class PbxActions:
                 log.warning("originate.hangup_failed", channel=root, error=str(e))
 
     async def test_call(self, number: str, say: Printer, timeout: float | None = None) -> Outcome:
-        """Call ``number`` through the trunk (Local/NUMBER@outgoing) and play the test prompt."""
-        number = normalise(number, self.cfg.pbx.country_code)
+        """Call ``number`` through the trunk (Local/NUMBER@<outgoing_context>), play the test prompt."""
+        number = checked_test_number(self.cfg, number)
         cli = self.cfg.cli
         follower = CallFollower(new_call_id("nbcall"), self.cfg, say)
         say(f"тестовый звонок на {pretty(number)} (Local/{number}@{self.cfg.asterisk.outgoing_context})")
@@ -169,7 +186,7 @@ class PbxActions:
         self, employee: str, client: str, did: str | None, say: Printer, timeout: float | None = None
     ) -> Outcome:
         """Ring the employee's phone first; once they answer, call the client through the trunk."""
-        client = normalise(client, self.cfg.pbx.country_code)
+        employee, client, did = checked_callback(self.cfg, employee, client, did)
         cli = self.cfg.cli
         follower = CallFollower(new_call_id("nbcb"), self.cfg, say, employee_leg=True)
         say(f"обратный звонок: сначала сотрудник {employee}, затем клиент {pretty(client)}")
@@ -182,7 +199,7 @@ class PbxActions:
             "Timeout": str(int(self.cfg.pbx.employee_ring_timeout * 1000)),
         }
         if did:
-            fields["Variable"] = f"OUTBOUND_CALLERID={normalise(did, self.cfg.pbx.country_code)}"
+            fields["Variable"] = f"OUTBOUND_CALLERID={did}"
         outcome = await self._originate(follower, fields, timeout or cli.call_timeout + 60)
         if "employee_answered" not in outcome.steps and not outcome.answered and outcome.cause is not None:
             end = employee_end(outcome.cause, answered=False)
@@ -259,9 +276,20 @@ class Originator:
     async def ring(self, extension: str, phone: str, chan: str, did: str = "", name: str = "") -> None:
         """Ring ``extension`` (its screen shows ``phone`` and ``name``); once answered, dial ``phone``
         through the trunk, showing ``did`` to the client when given. The call's pbx_call_id is
-        ``out_<chan>``; an employee who never answers still gets an OUT_END."""
-        phone = normalise(phone, self.cfg.pbx.country_code)
-        did = normalise(did, self.cfg.pbx.country_code) if did else ""
+        ``out_<chan>``; an employee who never answers still gets an OUT_END.
+
+        Whatever asked (a Bitrix24 click, a Telegram press, a job read back from the database),
+        the extension, the numbers and the channel id are checked here, where they reach the PBX
+        (ARI or AMI): a bad one is a PermanentFailure and nothing is sent."""
+        try:
+            check_extension(extension, self.cfg.asterisk.internal_extensions)
+            check_phone(phone, "номер клиента")
+            if did:
+                check_phone(did, "номер линии (DID)")
+        except InvalidNumber as e:
+            raise PermanentFailure(str(e)) from None
+        if not _CHANNEL_ID.fullmatch(chan):
+            raise PermanentFailure(f"недопустимый ChannelId {chan[:40]!r}")
         now = time.time()
         self._forget_older_than(now - self.cfg.pbx.max_call_age)
         start = datetime.fromtimestamp(now, self._tz).strftime("%Y-%m-%d %H:%M:%S")
@@ -315,6 +343,8 @@ class Originator:
             fields["Variable"] = f"OUTBOUND_CALLERID={did}"
         try:
             result = await conn.action("Originate", fields)
+        except UnsafeAction as e:  # a config value (callback_callerid, outgoing_context) is unsafe
+            raise PermanentFailure(f"AMI: {e}") from e
         except AmiError as e:
             raise RetryLater(f"AMI: {e}") from e
         if not result.ok:

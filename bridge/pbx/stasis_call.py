@@ -27,7 +27,7 @@ class CallWatcher(Protocol):
 @dataclass(frozen=True)
 class StasisSettings:
     app: str
-    outgoing_context: str = "outgoing"
+    outgoing_context: str = "novofon-outgoing"  # asterisk.outgoing_context
     employee_timeout: float = 30.0  # the employee's phone rings this long
     client_timeout: float = 120.0  # above the dialplan's Dial() timeout: the dialplan decides first
     test_media: str = "sound:hello-world"

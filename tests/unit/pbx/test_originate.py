@@ -60,10 +60,10 @@ async def test_ari_rings_the_employee_with_the_clients_name(fake: FakeAri) -> No
     published: list[CallRecord] = []
     calls, sup, _ = over_ari(config(fake), published)
     with pytest.raises(RetryLater, match="ARI"):  # the application is not registered: never originate
-        await calls.ring("101", "8 900 111-00-01", CHAN)
+        await calls.ring("101", "79001110001", CHAN)
     assert "POST /channels" not in fake.log
     sup.connected.set()
-    await calls.ring("101", "8 900 111-00-01", CHAN, did="74950000100", name="Иван Петров")
+    await calls.ring("101", "79001110001", CHAN, did="74950000100", name="Иван Петров")
     params = fake.channels[CHAN].params
     assert (params["endpoint"], params["callerId"]) == ("PJSIP/101", "Иван Петров <79001110001>")
     assert params["appArgs"] == "employee,79001110001,74950000100,101"
