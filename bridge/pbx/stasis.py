@@ -53,6 +53,7 @@ EVENTS = ("StasisStart", "StasisEnd", "ChannelDestroyed", "Dial", "PlaybackFinis
 _NUMBER = re.compile(r"[0-9]{1,20}")
 _ENDPOINT = re.compile(r"[A-Za-z0-9_-]{1,40}")
 _CALL = re.compile(r"[A-Za-z0-9_-]{1,60}")
+_CONTEXT = re.compile(r"[A-Za-z0-9_.-]{1,80}")  # asterisk.outgoing_context, inside the dial string
 ORPHAN_AFTER = 60.0  # an empty bridge of ours this old belongs to no call any more
 _OUR_BRIDGE = re.compile(r"[a-z0-9]+-[0-9a-f]{16}-b")  # bridge of a call id from new_call_id()
 
@@ -117,6 +118,7 @@ class StasisApp:
             await self._teardown(call)
 
     async def _originate_client(self, call: StasisCall, caller_id: str, originator: str | None) -> None:
+        _check(number=(_NUMBER, call.client), outgoing_context=(_CONTEXT, self.s.outgoing_context))
         call.alive.add(call.client_chan)
         try:
             await self.ari.originate(

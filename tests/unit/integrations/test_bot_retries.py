@@ -12,7 +12,7 @@ from bridge.http.client import Http
 from bridge.integrations.telegram.api import TelegramApi
 from bridge.integrations.telegram.bot import TEXT_BAD_CODE, TEXT_LINKED, TelegramBot
 from bridge.integrations.telegram.settings import TelegramSettings
-from bridge.integrations.telegram.state import TelegramCall, save_call
+from bridge.integrations.telegram.state import TelegramCall, callback_details_of, save_call
 from bridge.outbox.jobs import Jobs
 from bridge.outbox.state import StateStore
 from bridge.outbox.store import OutboxStore
@@ -115,3 +115,18 @@ async def test_start_code_retried_never_says_bad_code_to_the_chat_it_linked(
     assert bot._directory.telegram_chat("101") == "905"
     assert tg.texts("905") == [TEXT_LINKED.format(ext="101")] * 2
     assert TEXT_BAD_CODE not in tg.texts("905")
+
+
+@pytest.mark.parametrize("did", ["74950000101\r\nAction: Command", "novofon", "٧٤٩٥٠٠٠٠١٠١"])
+def test_a_did_that_is_not_digits_is_left_to_the_dialplan(tmp_path: Path, did: str) -> None:
+    """The number shown to the client comes from a record: anything but ASCII digits is dropped
+    (the call-back still goes, from the dialplan's own number) instead of failing the call."""
+    store = OutboxStore(tmp_path / "outbox.sqlite3")
+    try:
+        state = StateStore(store.db)
+        save_call(state, "in_1", TelegramCall(view={"caller": "79001112233", "did": did}))
+        save_call(state, "in_2", TelegramCall(view={"caller": "79001112233", "did": "74950000101"}))
+        assert callback_details_of(state, "in_1") == {"name": "", "did": ""}
+        assert callback_details_of(state, "in_2")["did"] == "74950000101"  # the control
+    finally:
+        store.close()
