@@ -27,7 +27,7 @@ from bridge.integrations.telegram.state import TelegramCall, save_call
 from bridge.outbox.state import StateStore
 from bridge.pbx.ami import AmiConnection, AmiSettings
 from tests.conftest import REPO, arx, hangup_all, lab_config, lab_env
-from tests.fakes.bitrix import ExternalCall, FakeBitrix
+from tests.fakes.bitrix import ExternalCall, FakeBitrix, portal_user
 from tests.fakes.telegram import TOKEN, FakeTelegram
 from tests.helpers import until
 from tests.lab import lab as L
@@ -362,7 +362,10 @@ def daemon_config(lab: L.Lab, state: Path, tg: FakeTelegram, bx: FakeBitrix) -> 
 
 @pytest.fixture
 async def outside() -> AsyncIterator[tuple[FakeTelegram, FakeBitrix]]:
-    tg, bx = FakeTelegram(), FakeBitrix()
+    # The strict fake refuses a USER_ID the portal does not have: the admin and 1<ext> per phone.
+    users = [portal_user(1, "", "Администратор Портала")]
+    users += [portal_user(f"1{ext}", ext, f"Сотрудник {ext}") for ext in L.EXTENSIONS]
+    tg, bx = FakeTelegram(), FakeBitrix(users=users)
     await tg.start()
     await bx.start()
     try:
