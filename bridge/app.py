@@ -57,6 +57,8 @@ class App:
         for parts in c.parts.values():
             for name, factory in parts.tasks.items():
                 sup.add(name, factory)
+        if c.agi is not None:
+            sup.add("agi", c.agi.run)
 
     def publish(self, records: list[CallRecord]) -> None:
         """Commit records as the tracker would (tests and tools feed recorded calls this way)."""
@@ -90,6 +92,7 @@ class App:
             },
             "jobs": self.jobs.counts(),
             "directory": {"employees": len(self.directory)},
+            "agi": self.components.agi.status() if self.components.agi else {"enabled": False},
             "tasks": self.supervisor.status(),
             "healthy": self.supervisor.healthy,
         }
@@ -111,6 +114,7 @@ class App:
             self.store.purge_seen(older)
             self.state.purge(older)
             self.jobs.purge_dead(older)
+            self.components.router.history.purge(time.time() - self.cfg.agi.sticky_days * 86400)
             if purged:
                 log.info("outbox.purged", deliveries=purged, keep_days=self.cfg.outbox.keep_days)
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)

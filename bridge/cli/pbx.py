@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable
 
+from bridge.cli import agi
 from bridge.cli.common import EXIT_AMI, say
 from bridge.config import Config
 from bridge.pbx.ami_protocol import AmiError
@@ -29,11 +30,12 @@ async def check(cfg: Config, connect: bool) -> int:
     print(f"{cfg.source}: конфигурация в порядке")
     if not connect:
         return 0
+    agi_ok = await agi.check_port(cfg)
 
     async def login(actions: PbxActions) -> int:
         status = await actions.status()
         print(f"AMI: вход выполнен ({cfg.asterisk.ami.host}:{cfg.asterisk.ami.port}, {status.banner})")
-        return 0
+        return 0 if agi_ok else 1
 
     return await with_pbx(cfg, login)
 
@@ -52,6 +54,7 @@ async def status(actions: PbxActions) -> int:
     print(f"Активных звонков: {len(st.calls)}")
     for linkedid, channels in st.calls.items():
         print(f"  {linkedid}: " + "; ".join(channels))
+    await agi.show_status(cfg)
     return 0 if ok else 1
 
 

@@ -35,6 +35,7 @@ SWEEP_INTERVAL = 60.0
 
 AmiObserver = Callable[[AmiMessage], None]
 RecordObserver = Callable[[list[CallRecord]], None]
+Enricher = Callable[[CallRecord], dict[str, str]]  # extra meta for a record (e.g. AGI routing)
 
 
 def ami_settings(cfg: Config) -> AmiSettings:
@@ -70,6 +71,7 @@ class Pipeline:
         self.trunk_registrations: dict[str, str] = {}
         self.ami_observers: list[AmiObserver] = []
         self.record_observers: list[RecordObserver] = []
+        self.enrichers: list[Enricher] = []
         self._resync_buffer: list[AmiMessage] | None = None
         self._recordings = Path(cfg.asterisk.recordings_dir)
 
@@ -124,6 +126,11 @@ class Pipeline:
         rec = r.fields.get("call_id_with_rec")
         if rec and r.event in (Event.RECORD, Event.END, Event.OUT_END):
             meta["recording_file"] = str(self._recordings / f"{rec}.wav")
+        for enrich in self.enrichers:
+            try:
+                meta.update(enrich(r))
+            except Exception:  # extra meta is never worth losing the record
+                log.exception("pipeline.enricher_failed", pbx_call_id=r.pbx_call_id)
         return CallRecord(r.fields, meta) if meta != r.meta else r
 
     # -- resync after every (re)connect --------------------------------------------------------

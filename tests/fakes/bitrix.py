@@ -1,7 +1,10 @@
-"""Fake Bitrix24 REST: telephony.externalcall.* over an incoming webhook or an OAuth application."""
+"""Fake Bitrix24 REST: telephony.externalcall.*, user.get and the CRM lookups routing uses
+(crm.duplicate.findbycomm, crm.contact/company/lead.get), over an incoming webhook or an OAuth
+application."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import secrets
 import time
@@ -14,6 +17,7 @@ from tests.fakes.base import FakeServer, Fault
 
 WEBHOOK_USER, WEBHOOK_CODE = "1", "fakewebhookcode123"
 CLIENT_ID, CLIENT_SECRET = "local.fake.app", "fake-client-secret"
+CRM_GET = {"crm.contact.get": "CONTACT", "crm.company.get": "COMPANY", "crm.lead.get": "LEAD"}
 STATUS_CODES = {"200", "304", "603", "603-S", "403", "404", "486", "484", "503", "480", "402", "423", "OTHER"}
 
 
@@ -44,6 +48,9 @@ class FakeBitrix(FakeServer):
         self.token_lifetime = 3600.0
         self.refreshes = 0
         self.users: list[dict[str, Any]] = []  # what user.get knows
+        # CRM entities by type (CONTACT, COMPANY, LEAD) and ID, as crm.*.get returns them
+        self.crm: dict[str, dict[str, dict[str, Any]]] = {"CONTACT": {}, "COMPANY": {}, "LEAD": {}}
+        self.latency = 0.0  # seconds every REST call takes (huge: the portal hangs)
         self.app.router.add_post(f"/rest/{WEBHOOK_USER}/{WEBHOOK_CODE}/{{method}}.json", self.webhook)
         self.app.router.add_post("/rest/{method}.json", self.oauth_call)
         self.app.router.add_get("/oauth/token/", self.oauth_token)
@@ -98,9 +105,70 @@ class FakeBitrix(FakeServer):
         for token in self.access_tokens:
             self.access_tokens[token] = 0.0
 
+    def add_crm(self, kind: str, entity_id: int, phones: list[str], assigned: str, **fields: Any) -> None:
+        """A CRM entity with these phone numbers (as a person would type them) and responsible user."""
+        self.crm[kind][str(entity_id)] = {
+            "ID": str(entity_id),
+            "ASSIGNED_BY_ID": assigned,
+            "PHONE": [
+                {"ID": str(i), "VALUE_TYPE": "WORK", "VALUE": v, "TYPE_ID": "PHONE"}
+                for i, v in enumerate(phones)
+            ],
+            **fields,
+        }
+
+    def _find_by_comm(self, params: dict[str, Any]) -> web.Response:
+        """crm.duplicate.findbycomm: parameter names in any case, as the portal reads them."""
+        p = {k.upper(): v for k, v in params.items()}
+        kind, values, entity = p.get("TYPE"), p.get("VALUES"), p.get("ENTITY_TYPE")
+        if not kind:
+            return self._error(400, "", "Communication type is not defined.")
+        if kind not in ("PHONE", "EMAIL"):
+            return self._error(400, "", f"Communication type '{kind}' is not supported in current context.")
+        if not values or not isinstance(values, list):
+            return self._error(400, "", "Communication values is not defined.")
+        if len(values) > 20:
+            return self._error(400, "", "Too many communication values.")
+        wanted = {"".join(ch for ch in str(v) if ch.isdigit()) for v in values} - {""}
+        found: dict[str, list[int]] = {}
+        for name, entities in self.crm.items():
+            if entity in ("LEAD", "CONTACT", "COMPANY") and name != entity:
+                continue
+            ids = [
+                int(e["ID"])
+                for e in entities.values()
+                if kind == "PHONE"
+                and any("".join(ch for ch in ph["VALUE"] if ch.isdigit()) in wanted for ph in e["PHONE"])
+            ]
+            if ids:
+                found[name] = sorted(ids)[:20]
+        return web.json_response({"result": found or []})  # nothing found: an empty list, not {}
+
+    def _crm_get(self, kind: str, params: dict[str, Any]) -> web.Response:
+        p = {k.upper(): v for k, v in params.items()}
+        raw = str(p.get("ID", ""))
+        if not raw.isdigit() or int(raw) <= 0:
+            return self._error(400, "", "ID is not defined or invalid.")
+        entity = self.crm[kind].get(raw)
+        if entity is None:
+            return self._error(400, "", "Not found")
+        return web.json_response({"result": entity})
+
     async def _dispatch(self, method: str, p: dict[str, Any]) -> web.Response:
         self.log.append((method, p))
+        if self.latency:
+            task = asyncio.current_task()
+            assert task is not None
+            self._hanging.add(task)  # a hung request must not hold the fake's shutdown
+            try:
+                await asyncio.sleep(self.latency)
+            finally:
+                self._hanging.discard(task)
         m = method.lower()
+        if m == "crm.duplicate.findbycomm":
+            return self._find_by_comm(p)
+        if m in CRM_GET:
+            return self._crm_get(CRM_GET[m], p)
         if m == "user.get":
             users = self.users
             if "ID" in p:

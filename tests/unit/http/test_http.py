@@ -170,7 +170,7 @@ async def test_health_and_status_say_ami_is_down(tmp_path: Path) -> None:
         assert st["ami"]["connected"] is False
         assert "cannot connect to AMI at 127.0.0.1:1" in st["ami"]["last_error"]
         assert sum(st["outbox"]["by_sink"]["jsonl"].values()) == 1  # the notification, pending or sent
-        assert set(st) == {"ami", "trunk", "calls", "outbox", "directory", "jobs", "tasks", "healthy"}
+        assert set(st) == {"ami", "trunk", "calls", "outbox", "directory", "jobs", "agi", "tasks", "healthy"}
         assert st["tasks"]["ami"]["state"] == "running" and st["healthy"] is True
 
 
