@@ -14,6 +14,10 @@ import aiohttp
 
 from bridge.config import Config
 from bridge.pbx.agi import PROBE_REPLY, PROBE_SCRIPT
+from bridge.pbx.ami import AmiConnection
+
+# What our [novofon-route] needs in Asterisk: AGI() itself, and IFMODULE() that guards it.
+MODULES = ("res_agi", "func_module")
 
 PROBE_TIMEOUT = 2.0
 
@@ -66,6 +70,26 @@ async def check_port(cfg: Config) -> bool:
         sock.close()
     print(f"AGI: порт {address} свободен")
     return True
+
+
+async def check_modules(cfg: Config, conn: AmiConnection) -> None:
+    """Warn when Asterisk lacks what the routing dialplan needs (calls then go unrouted)."""
+    if not cfg.agi.enabled:
+        return
+    missing = []
+    for module in MODULES:
+        got = await conn.action("ModuleCheck", {"Module": module})
+        if not got.ok:
+            missing.append(f"{module}.so")
+    if not missing:
+        print("AGI: модули Asterisk для маршрутизации загружены (" + ", ".join(MODULES) + ")")
+        return
+    print(
+        f"AGI: в Asterisk не загружено: {', '.join(missing)} — звонки не маршрутизируются "
+        f'([novofon-route] пропускает AGI). Загрузите: asterisk -rx "module load {missing[0]}" '
+        "(res_agi требует res_speech) и добавьте в modules.conf",
+        file=sys.stderr,
+    )
 
 
 async def daemon_status(cfg: Config) -> dict[str, Any] | None:

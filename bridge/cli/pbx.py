@@ -35,6 +35,7 @@ async def check(cfg: Config, connect: bool) -> int:
     async def login(actions: PbxActions) -> int:
         status = await actions.status()
         print(f"AMI: вход выполнен ({cfg.asterisk.ami.host}:{cfg.asterisk.ami.port}, {status.banner})")
+        await agi.check_modules(cfg, actions.conn)
         return 0 if agi_ok else 1
 
     return await with_pbx(cfg, login)
