@@ -34,9 +34,10 @@ unit: install
 demo: install              ## lab + daemon + an inbound and an outbound call, records shown live
 	$(PY) -m tests.lab.demo
 
-bench: install             ## AMI parsing + tracker, and the outbox: throughput, latency, memory vs baselines
+bench: install             ## AMI parsing + tracker, the outbox, FastAGI answers: throughput, latency, memory vs baselines
 	$(PY) bench/ami_bench.py
 	$(PY) bench/outbox_bench.py
+	$(PY) bench/agi_bench.py
 
 transcripts: install       ## re-record tests/transcripts/*.ami from the lab
 	$(PY) -m tests.lab.record_transcripts

@@ -99,7 +99,7 @@ class Router:
     def __post_init__(self) -> None:
         self._cache: OrderedDict[str, tuple[float, CrmMatch | None]] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[tuple[bool, CrmMatch | None]]] = {}
-        self._routed: dict[str, _Routed] = {}
+        self._routed: OrderedDict[str, _Routed] = OrderedDict()  # oldest first
 
     # -- the answer to one AGI request ---------------------------------------------------------
     async def route(self, number: str, call_id: str = "") -> Route:
@@ -212,15 +212,21 @@ class Router:
         now = self.clock()
         self._sweep(now)
         self._routed[call_id] = _Routed(route, now + self.max_call_age)
+        self._routed.move_to_end(call_id)
 
     def _sweep(self, now: float) -> None:
-        for call_id in [c for c, r in self._routed.items() if r.expires < now]:
-            del self._routed[call_id]
+        """Drop expired routes from the oldest end (O(1) per call; an entry whose END shortened its
+        life waits for its turn here, and is ignored by ``meta_for`` meanwhile)."""
+        while self._routed:
+            oldest = next(iter(self._routed.values()))
+            if oldest.expires >= now:
+                return
+            self._routed.popitem(last=False)
 
     def meta_for(self, record: CallRecord) -> dict[str, str]:
         """Extra meta for a record of a call this router answered (the pipeline's enricher)."""
         hit = self._routed.get(record.pbx_call_id)
-        if hit is None:
+        if hit is None or hit.expires < self.clock():
             return {}
         route, meta = hit.route, {}
         if route.extension:

