@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -50,6 +51,7 @@ from tests.fakes.agi import agi_call, request_headers  # noqa: E402
 from tests.fakes.bitrix import FakeBitrix  # noqa: E402
 
 BUDGET_MS = 300
+WARM_CLIENTS = 200  # warm: the same 200 callers again and again
 CONSTANT = [
     'SET VARIABLE NOVOFON_ROUTE "101"',
     'SET VARIABLE NOVOFON_CALLER_NAME "Анна Смирнова"',
@@ -102,11 +104,11 @@ async def panoramisk_server() -> AsyncIterator[int]:
 class Ours:
     """Our AgiServer + Router with a fake Bitrix24 (or none), in a scratch database."""
 
-    def __init__(self, tmp: Path, clients: int) -> None:
-        self.tmp, self.clients = tmp, clients
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
 
     @contextlib.asynccontextmanager
-    async def run(self, crm: bool, latency: float = 0.0) -> AsyncIterator[tuple[int, Router]]:
+    async def run(self, clients: int, crm: bool, latency: float = 0.0) -> AsyncIterator[tuple[int, Router]]:
         store = OutboxStore(self.tmp / f"bench-{time.monotonic_ns()}.sqlite3")
         directory = Directory(store.db)
         directory.upsert(Employee("101", "Иван Петров", bitrix_user_id="7"))
@@ -115,12 +117,12 @@ class Ours:
         if crm:
             await bx.start()
             bx.latency = latency
-            for i in range(self.clients):
+            for i in range(clients):
                 bx.add_crm("CONTACT", i + 1, [f"+{number(i)}"], "7", NAME="Анна", LAST_NAME="Смирнова")
             settings = Bitrix24Settings(enabled=True, webhook_url=bx.webhook_url, rate=100_000, burst=100_000)
             lookup = BitrixResponsible(BitrixClient(settings, http, StateStore(store.db)), "7")
         else:
-            for i in range(self.clients):
+            for i in range(clients):
                 history.talked(number(i), "101", "Анна Смирнова")
         router = Router(AgiConfig(budget_ms=BUDGET_MS), directory, history, lookup)
         server = AgiServer("127.0.0.1", 0, router, 15, "7")
@@ -139,10 +141,10 @@ class Ours:
 
 
 # -- the client --------------------------------------------------------------------------------
-async def measure(port: int, numbers: list[str], concurrency: int) -> list[float]:
+async def measure(port: int, numbers: list[str], concurrency: int, first: int = 0) -> list[float]:
     """Milliseconds from connect to close for each request, ``concurrency`` at a time."""
     out: list[float] = []
-    queue = list(enumerate(numbers))
+    queue = list(enumerate(numbers, start=first))
 
     async def worker() -> None:
         while queue:
@@ -166,24 +168,28 @@ Row = tuple[str, list[float], int]  # name, latencies (ms), answers given withou
 
 async def scenarios(args: argparse.Namespace, tmp: Path) -> list[Row]:
     n, cold_n = args.requests, args.cold
-    ours = Ours(tmp, max(n, cold_n))
-    warm_numbers = [number(i % 200) for i in range(n)]
+    ours = Ours(tmp)
+    warm_numbers = [number(i % WARM_CLIENTS) for i in range(n)]
     cold_numbers = [number(i) for i in range(cold_n)]
     rows: list[Row] = []
-    for name, server in (("echo", echo_server), ("panoramisk", panoramisk_server)):
-        async with server() as port:
-            await measure(port, warm_numbers[:50], 1)  # warm-up
-            rows.append((name, await measure(port, warm_numbers, 1), 0))
-    async with ours.run(crm=True) as (port, router):
-        await measure(port, warm_numbers[:200], 4)  # the cache learns the 200 clients
-        assert router.cached_numbers == 200
-        rows.append(("warm CRM", await measure(port, warm_numbers, 1), router.stats.fallbacks))
-    async with ours.run(crm=False) as (port, router):
-        await measure(port, warm_numbers[:50], 1)
-        rows.append(("warm history", await measure(port, warm_numbers, 1), 0))
-        assert router.stats.from_history == router.stats.requests
+    async with contextlib.AsyncExitStack() as stack:
+        # The warm servers are up together and take turns request by request, so that whatever
+        # else this machine is doing disturbs them alike.
+        ports = {"echo": await stack.enter_async_context(echo_server())}
+        ports["panoramisk"] = await stack.enter_async_context(panoramisk_server())
+        ports["warm CRM"], crm = await stack.enter_async_context(ours.run(WARM_CLIENTS, crm=True))
+        ports["warm history"], hist = await stack.enter_async_context(ours.run(WARM_CLIENTS, crm=False))
+        for port in ports.values():
+            await measure(port, warm_numbers[:WARM_CLIENTS], 4)  # warm-up; the cache learns the clients
+        assert crm.cached_numbers == WARM_CLIENTS
+        warm: dict[str, list[float]] = {name: [] for name in ports}
+        for i, num in enumerate(warm_numbers):
+            for name, port in ports.items():
+                warm[name] += await measure(port, [num], 1, first=i)
+        assert hist.stats.from_history == hist.stats.requests and crm.stats.fallbacks == 0
+        rows += [(name, values, 0) for name, values in warm.items()]
     for name, latency in (("cold, CRM in 150 ms", 0.075), ("cold, CRM hanging", 3600.0)):
-        async with ours.run(crm=True, latency=latency) as (port, router):
+        async with ours.run(cold_n, crm=True, latency=latency) as (port, router):
             rows.append((name, await measure(port, cold_numbers, args.concurrency), router.stats.fallbacks))
     return rows
 
@@ -199,8 +205,9 @@ async def main_async(args: argparse.Namespace) -> None:
     base = best["echo"][0]
     print(
         f"FastAGI /route answer latency over loopback, ms (connect -> close), best of {args.runs}; "
-        f"budget {BUDGET_MS} ms; warm: {args.requests} requests one at a time, cold: {args.cold} new "
-        f"numbers {args.concurrency} at a time\n"
+        f"budget {BUDGET_MS} ms; warm: {args.requests} requests each, one at a time, the servers taking "
+        f"turns; cold: {args.cold} new numbers {args.concurrency} at a time; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n"
     )
     print("| server | requests | p50 ms | p99 ms | max ms | p50 vs echo | p99 vs echo | without the CRM |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

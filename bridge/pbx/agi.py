@@ -162,7 +162,7 @@ class AgiServer:
         started = time.perf_counter()
         self._writers.add(writer)
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, started)
         except AgiHangup:
             self.hangups += 1
         except (ConnectionError, TimeoutError) as e:
@@ -177,7 +177,9 @@ class AgiServer:
                 await writer.wait_closed()
             self.latencies.append((time.perf_counter() - started) * 1000)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, started: float
+    ) -> None:
         try:
             async with asyncio.timeout(HEADER_TIMEOUT):
                 headers = await read_request(reader)
@@ -199,7 +201,7 @@ class AgiServer:
             uniqueid = headers.get("agi_uniqueid", "")
             # The AGI runs on the trunk's channel: the call's first, whose Uniqueid is its Linkedid.
             call_id = f"in_{uniqueid}" if UNIQUEID.match(uniqueid) else ""
-            route = await self.router.route(number, call_id)
+            route = await self.router.route(number, call_id, spent=time.perf_counter() - started)
             log.info(
                 "agi.routed",
                 number=number,

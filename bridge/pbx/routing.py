@@ -102,11 +102,12 @@ class Router:
         self._routed: OrderedDict[str, _Routed] = OrderedDict()  # oldest first
 
     # -- the answer to one AGI request ---------------------------------------------------------
-    async def route(self, number: str, call_id: str = "") -> Route:
-        """The route for a caller; never raises, never waits longer than the budget."""
+    async def route(self, number: str, call_id: str = "", spent: float = 0.0) -> Route:
+        """The route for a caller; never raises, never waits longer than the budget (less the
+        ``spent`` seconds the request already took: the budget is the channel's, not ours)."""
         self.stats.requests += 1
         try:
-            route = await self._route(number)
+            route = await self._route(number, max(0.0, self.settings.budget_ms / 1000 - spent))
         except Exception:
             self.stats.errors += 1
             log.exception("agi.route_failed", number=number)
@@ -121,12 +122,12 @@ class Router:
             self._remember(call_id, route)
         return route
 
-    async def _route(self, number: str) -> Route:
+    async def _route(self, number: str, budget: float) -> Route:
         if not number.isdigit():  # hidden caller, "anonymous", an alphanumeric sender
             return Route()
         crm_name = ""
         if self.crm is not None:
-            match = await self._crm_answer(number)
+            match = await self._crm_answer(number, budget)
             if match is not None:
                 ext = self._extension_of(match.owner)
                 if ext:
@@ -149,7 +150,7 @@ class Router:
         return e is None or e.active
 
     # -- the CRM, through the cache ------------------------------------------------------------
-    async def _crm_answer(self, number: str) -> CrmMatch | None:
+    async def _crm_answer(self, number: str, budget: float) -> CrmMatch | None:
         now = self.clock()
         hit = self._cache.get(number)
         if hit is not None and now - hit[0] <= CACHE_MAX_AGE:
@@ -162,7 +163,7 @@ class Router:
         if task is None:
             self.stats.fallbacks += 1
             return None
-        done, _ = await asyncio.wait({task}, timeout=self.settings.budget_ms / 1000)
+        done, _ = await asyncio.wait({task}, timeout=budget)
         if not done:
             self.stats.fallbacks += 1
             log.info("agi.crm_too_slow", number=number, budget_ms=self.settings.budget_ms)

@@ -108,6 +108,17 @@ async def test_a_hanging_crm_costs_the_call_at_most_the_budget_and_fills_the_cac
     assert time.perf_counter() - started < 0.05  # warm: no wait at all
 
 
+async def test_what_the_request_already_took_comes_off_the_budget(env: Env) -> None:
+    env.bx.latency = 3600
+    router = env.router(budget_ms=300)
+    started = time.perf_counter()
+    assert await router.route(CLIENT, spent=0.25) == Route()
+    assert time.perf_counter() - started < 0.05 + 0.04  # 300 ms budget, 250 ms of it gone already
+    assert await router.route(CLIENT, spent=1.0) == Route()  # nothing left: no wait at all
+    assert time.perf_counter() - started < 0.05 + 0.06
+    await router.close()
+
+
 async def test_a_crm_that_never_answers_still_leaves_our_history(env: Env) -> None:
     env.bx.latency = 3600
     env.history.talked(CLIENT, "102", "Анна")
