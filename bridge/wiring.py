@@ -32,6 +32,7 @@ from bridge.pbx.originate import Originator
 from bridge.pbx.pipeline import Pipeline, ami_settings
 from bridge.pbx.route_history import RouteHistory
 from bridge.pbx.routing import Router
+from bridge.redact import Redactor
 
 INTEGRATIONS = {
     "local": local.setup,
@@ -43,7 +44,8 @@ INTEGRATIONS = {
 
 
 def open_store(cfg: Config) -> OutboxStore:
-    return OutboxStore(cfg.outbox_path, cfg.outbox.synchronous.upper())
+    """The outbox's database; errors stored in it have the config's secrets masked."""
+    return OutboxStore(cfg.outbox_path, cfg.outbox.synchronous.upper(), Redactor.from_settings(cfg))
 
 
 def build_directory(cfg: Config, store: OutboxStore) -> Directory:
@@ -57,7 +59,13 @@ def build_directory(cfg: Config, store: OutboxStore) -> Directory:
 
 def retry_policy(cfg: Config) -> RetryPolicy:
     o = cfg.outbox
-    return RetryPolicy(base=o.retry_base, cap=o.retry_cap, max_age=o.max_age, send_timeout=o.send_timeout)
+    return RetryPolicy(
+        base=o.retry_base,
+        cap=o.retry_cap,
+        max_age=o.max_age,
+        send_timeout=o.send_timeout,
+        parallel_calls=o.parallel_calls,
+    )
 
 
 @dataclass
@@ -83,7 +91,7 @@ def build(cfg: Config, extra_sinks: Sequence[Sink] = ()) -> Components:
     state = StateStore(store.db)
     http = Http(timeout=cfg.outbox.send_timeout)
     directory = build_directory(cfg, store)
-    jobs = Jobs(store.db)
+    jobs = Jobs(store.db, redact=store.redact, health=store.health)
     pipeline = Pipeline(cfg, store)
     a = cfg.asterisk.ami
     ami = AmiSupervisor(
@@ -116,7 +124,7 @@ def build_routing(
 ) -> tuple[Router, AgiServer | None]:
     """Routing to the responsible manager: our own talk history (kept from the records whether
     or not AGI is on), the CRM an integration offers, and the FastAGI server when enabled."""
-    history = RouteHistory(store.db)
+    history = RouteHistory(store.db, store.health)
     pipeline.record_observers.append(history.observe)
     crm = next((p.responsible for p in parts.values() if p.responsible is not None), None)
     router = Router(cfg.agi, directory, history, crm, max_call_age=cfg.pbx.max_call_age)

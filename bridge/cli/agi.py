@@ -73,14 +73,24 @@ async def check_port(cfg: Config) -> bool:
 
 
 async def check_modules(cfg: Config, conn: AmiConnection) -> None:
-    """Warn when Asterisk lacks what the routing dialplan needs (calls then go unrouted)."""
+    """Warn when Asterisk lacks what the routing dialplan needs (calls then go unrouted).
+
+    Asked the way the dialplan asks, with ``IFMODULE()`` through Getvar: our AMI user has no
+    write=system, so ModuleCheck is "Permission denied". Without func_module, IFMODULE() itself is
+    unknown and reads empty — which is exactly what makes [novofon-route] skip routing."""
     if not cfg.agi.enabled:
         return
-    missing = []
+    loaded: dict[str, str] = {}
     for module in MODULES:
-        got = await conn.action("ModuleCheck", {"Module": module})
+        got = await conn.action("Getvar", {"Variable": f"IFMODULE({module}.so)"})
         if not got.ok:
-            missing.append(f"{module}.so")
+            print(f"AGI: не удалось проверить модули Asterisk: {got.message}", file=sys.stderr)
+            return
+        loaded[module] = got.response.get("Value", "")
+    if loaded["func_module"] != "1":
+        missing = ["func_module.so"]  # IFMODULE() is not there to say anything about res_agi
+    else:
+        missing = [f"{m}.so" for m in MODULES if loaded[m] != "1"]
     if not missing:
         print("AGI: модули Asterisk для маршрутизации загружены (" + ", ".join(MODULES) + ")")
         return

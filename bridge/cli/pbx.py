@@ -6,11 +6,15 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable
 
+from bridge.calls.numbers import InvalidNumber
 from bridge.cli import agi
 from bridge.cli.common import EXIT_AMI, say
 from bridge.config import Config
+from bridge.integrations.bitrix24.checks import check_portal
 from bridge.pbx.ami_protocol import AmiError
-from bridge.pbx.originate import PbxActions
+from bridge.pbx.originate import PbxActions, checked_callback, checked_test_number
+
+EXIT_USAGE = 2  # as argparse: the arguments themselves are wrong
 
 
 async def with_pbx(cfg: Config, work: Callable[[PbxActions], Awaitable[int]]) -> int:
@@ -32,11 +36,20 @@ async def check(cfg: Config, connect: bool) -> int:
         return 0
     agi_ok = await agi.check_port(cfg)
 
+    notes: list[str] | None = [] if cfg.agi.enabled else None
+    bitrix = []
+    if cfg.sinks.bitrix24.enabled:
+        bitrix = await check_portal(cfg.sinks.bitrix24, cfg.outbox_path, notes)
+    for problem in bitrix:
+        print(f"Bitrix24: {problem}", file=sys.stderr)
+    for note in notes or []:
+        print(f"Bitrix24: {note}")
+
     async def login(actions: PbxActions) -> int:
         status = await actions.status()
         print(f"AMI: вход выполнен ({cfg.asterisk.ami.host}:{cfg.asterisk.ami.port}, {status.banner})")
         await agi.check_modules(cfg, actions.conn)
-        return 0 if agi_ok else 1
+        return 0 if agi_ok and not bitrix else 1
 
     return await with_pbx(cfg, login)
 
@@ -57,6 +70,19 @@ async def status(actions: PbxActions) -> int:
         print(f"  {linkedid}: " + "; ".join(channels))
     await agi.show_status(cfg)
     return 0 if ok else 1
+
+
+async def place(cfg: Config, args: argparse.Namespace) -> int:
+    """``call`` / ``callback``: the numbers are checked before AMI is even connected to."""
+    try:
+        if args.command == "call":
+            checked_test_number(cfg, args.number)
+        else:
+            checked_callback(cfg, args.employee, args.client, args.did)
+    except InvalidNumber as e:
+        print(f"ошибка: {e}; звонок не сделан", file=sys.stderr)
+        return EXIT_USAGE
+    return await with_pbx(cfg, place_call(args))
 
 
 def place_call(args: argparse.Namespace) -> Callable[[PbxActions], Awaitable[int]]:

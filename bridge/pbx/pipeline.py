@@ -1,7 +1,9 @@
 """AMI -> tracker -> outbox: the one-way core, and what it needs around it.
 
 - every AMI event goes through the pure tracker; the records it returns are enriched (line names,
-  recording paths) and committed to the outbox before any sink is woken;
+  recording paths) and committed to the outbox before any sink is woken; while the storage refuses
+  writes (disk full, read-only) they wait in memory, in order, and a timer commits them as soon as
+  it takes writes again;
 - after every (re)connect the live channels are read (CoreShowChannels) and the tracker resyncs;
   events that arrive meanwhile are buffered and replayed after, in order;
 - a sweeper closes calls that saw no event for too long; the trunk registry remembers what the
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from bridge.calls.events import LiveChannel
 from bridge.calls.records import CallRecord, Event
 from bridge.calls.tracker import Tracker, TrackerSettings
 from bridge.config import Config
+from bridge.errors import StorageUnavailable
 from bridge.outbox.dispatcher import Dispatcher
 from bridge.outbox.store import OutboxStore
 from bridge.pbx.ami import AmiConnection, AmiSettings
@@ -32,6 +36,7 @@ from bridge.pbx.ami_protocol import AmiError, AmiMessage
 log = structlog.get_logger("bridge.pbx")
 
 SWEEP_INTERVAL = 60.0
+COMMIT_RETRY_MIN, COMMIT_RETRY_MAX = 0.5, 5.0  # while the disk is full: retry the commit this often
 
 AmiObserver = Callable[[AmiMessage], None]
 RecordObserver = Callable[[list[CallRecord]], None]
@@ -74,6 +79,9 @@ class Pipeline:
         self.enrichers: list[Enricher] = []
         self._resync_buffer: list[AmiMessage] | None = None
         self._recordings = Path(cfg.asterisk.recordings_dir)
+        self._unsaved: deque[list[CallRecord]] = deque()  # records the storage refused, oldest first
+        self._commit_timer: asyncio.TimerHandle | None = None
+        self._commit_delay = COMMIT_RETRY_MIN
 
     def attach(self, dispatcher: Dispatcher) -> None:
         """The outbox's dispatcher, once every sink is known (the integrations are built after us)."""
@@ -105,14 +113,47 @@ class Pipeline:
 
     # -- out -----------------------------------------------------------------------------------
     def publish(self, records: list[CallRecord]) -> None:
-        """Commit the records (one delivery per sink) before anything is sent, then wake the sinks."""
-        self.store.add([self._enrich(r) for r in records], self.dispatcher.sink_names)
-        self.dispatcher.notify()
+        """Commit the records (one delivery per sink) before anything is sent, then wake the sinks.
+        If the storage refuses them they wait behind any earlier ones and are committed later, in
+        order (``unsaved``); the calls go on being tracked in memory meanwhile."""
+        self._unsaved.append([self._enrich(r) for r in records])
+        self._commit_unsaved()
         for observe in self.record_observers:
             observe(records)
 
+    @property
+    def unsaved(self) -> int:
+        """Records waiting for the storage to take writes again."""
+        return sum(len(batch) for batch in self._unsaved)
+
+    def _commit_unsaved(self) -> None:
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
+        committed = False
+        while self._unsaved:
+            try:
+                self.store.add(self._unsaved[0], self.dispatcher.sink_names)
+            except StorageUnavailable:  # logged once by the store's health
+                self._retry_commit_later()
+                break
+            self._unsaved.popleft()
+            committed = True
+            self._commit_delay = COMMIT_RETRY_MIN
+        if committed:
+            self.dispatcher.notify()
+
+    def _retry_commit_later(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): the next publish tries again
+            return
+        self._commit_timer = loop.call_later(self._commit_delay, self._commit_unsaved)
+        self._commit_delay = min(COMMIT_RETRY_MAX, self._commit_delay * 2)
+
     def commit_inbound(self, key: str, records: list[CallRecord]) -> bool:
-        """Records that came over HTTP: committed once (repeats by ``key`` are dropped), then sent."""
+        """Records that came over HTTP: committed once (repeats by ``key`` are dropped), then sent.
+        Raises StorageUnavailable when the storage refuses them (the route answers 503)."""
         stored = self.store.add_once(key, [self._enrich(r) for r in records], self.dispatcher.sink_names)
         if stored:
             self.dispatcher.notify()

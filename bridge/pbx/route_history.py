@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from bridge.calls.records import CallRecord, Disposition, Event
+from bridge.outbox.health import StorageHealth, is_storage_error
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS route_history (
@@ -37,8 +38,9 @@ def _person_name(name: str) -> str:
 
 
 class RouteHistory:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, health: StorageHealth | None = None) -> None:
         self.db = db
+        self.health = health  # told when the machine refuses a write (disk full, read-only...)
         db.executescript(SCHEMA)
 
     def talked(self, number: str, extension: str, name: str = "", at: float | None = None) -> None:
@@ -59,7 +61,9 @@ class RouteHistory:
         return None if row is None else LastTalk(str(row[0]), str(row[1]), float(row[2]))
 
     def observe(self, records: list[CallRecord]) -> None:
-        """Record observer: an answered call's END says who talked to which number."""
+        """Record observer: an answered call's END says who talked to which number. A storage
+        that refuses the write loses this one memory, never the call's records (the pipeline
+        keeps those until the storage is back)."""
         for r in records:
             f = r.fields
             if r.event not in (Event.END, Event.OUT_END) or f.get("disposition") != Disposition.ANSWERED:
@@ -68,7 +72,13 @@ class RouteHistory:
             extension = f.get("internal", "")
             if number.isdigit() and extension.isdigit():
                 name = r.meta.get("caller_name", "") if r.event is Event.END else ""
-                self.talked(number, extension, name)
+                try:
+                    self.talked(number, extension, name)
+                except sqlite3.Error as e:
+                    if not is_storage_error(e):
+                        raise
+                    if self.health is not None:
+                        self.health.failed(e, "route_history")
 
     def purge(self, older_than: float) -> int:
         return self.db.execute("DELETE FROM route_history WHERE talked_at<?", (older_than,)).rowcount

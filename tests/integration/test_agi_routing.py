@@ -1,6 +1,7 @@
 """Routing to the responsible manager on the real lab: Asterisk's dialplan asks the daemon over
-FastAGI (asterisk-conf/extensions.conf [novofon-route], reached by L.DID_ROUTED whose usual
-destination is 103, a phone that never answers)."""
+FastAGI (asterisk-conf/novofon-bridge_extensions.conf [novofon-route], installed by the lab through
+``novofon-bridge asterisk install``; only L.DID_ROUTED asks, through [novofon-route-calls]; its
+usual destination is 103, a phone that never answers)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from bridge.integrations.bitrix24.settings import Bitrix24Settings
 from bridge.pbx.ami import AmiConnection, AmiSettings
 from bridge.pbx.ami_protocol import AmiMessage
 from tests.conftest import arx, hangup_all, lab_config
-from tests.fakes.bitrix import FakeBitrix
+from tests.fakes.bitrix import FakeBitrix, portal_user
 from tests.helpers import MemorySink
 from tests.integration.test_cli import cli
 from tests.lab import lab as L
@@ -26,6 +27,7 @@ from tests.lab.calls import call_in
 
 pytestmark = pytest.mark.lab
 
+MANAGER = portal_user(7, "101", "Иван Петров")  # the portal's user behind extension 101
 CLIENT, CLIENT_TYPED = "79161110001", "+7 (916) 111-00-01"  # a contact in the CRM, manager = user 7
 BUDGET_MS = 300
 
@@ -90,7 +92,7 @@ def handset_names(events: list[AmiMessage], ext: str) -> list[str]:
 async def test_a_known_client_rings_their_manager_with_their_name_on_the_handset(
     lab: L.Lab, tmp_path: Path, provider: AmiConnection
 ) -> None:
-    bx = FakeBitrix()
+    bx = FakeBitrix(users=[MANAGER])
     await bx.start()
     bx.add_crm("CONTACT", 5, [CLIENT_TYPED], "7", NAME="Анна", LAST_NAME="Смирнова")
     try:
@@ -128,7 +130,7 @@ async def test_a_known_client_rings_their_manager_with_their_name_on_the_handset
 async def test_with_the_crm_hanging_the_call_goes_its_usual_way_within_the_budget(
     lab: L.Lab, tmp_path: Path, provider: AmiConnection
 ) -> None:
-    bx = FakeBitrix()
+    bx = FakeBitrix(users=[MANAGER])
     await bx.start()
     bx.latency = 3600  # the portal accepts the request and never answers
     try:

@@ -115,15 +115,21 @@ async def test_permanent_failure_is_dead_lettered_with_reason_and_can_be_retried
     broken = {"on": True}
     sink = ScriptedSink("crm", lambda d: PermanentFailure("400: bad field") if broken["on"] else None)
     d = Dispatcher(store, [sink], FAST)
-    store.add(replay("outbound_busy"), d.sink_names)
+    records = replay("outbound_busy")
+    store.add(records, d.sink_names)
     async with running(d):
-        await until(lambda: store.counts().get("crm", {}).get("dead") == 2)
-        dead = store.list(State.DEAD)
-        assert [x.last_error for x in dead] == ["400: bad field"] * 2
+        await until(lambda: store.counts().get("crm", {}).get("dead") == 1)
+        (dead,) = store.list(State.DEAD)
+        assert dead.last_error == "400: bad field"
+        # The call's later record is held behind the dead one: never sent without it.
+        ((held, holder, holder_state),) = store.held()
+        assert (holder, holder_state) == (dead.id, "dead") and held.record == records[1]
+        assert [e for _, e in sink.attempts] == ["NOTIFY_OUT_START"]
         broken["on"] = False
-        assert store.retry_dead() == 2
+        assert store.retry_dead() == 1
         d.notify()
         await sink.wait_for(lambda rs: len(rs) == 2)
+    assert sink.records == records  # replayed in the call's order
 
 
 async def test_too_old_is_dead_lettered(store: OutboxStore) -> None:
