@@ -7,6 +7,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from bridge.calls.numbers import InvalidNumber
+from bridge.cli import agi
 from bridge.cli.common import EXIT_AMI, say
 from bridge.config import Config
 from bridge.integrations.bitrix24.checks import check_portal
@@ -33,15 +34,22 @@ async def check(cfg: Config, connect: bool) -> int:
     print(f"{cfg.source}: конфигурация в порядке")
     if not connect:
         return 0
+    agi_ok = await agi.check_port(cfg)
 
-    bitrix = await check_portal(cfg.sinks.bitrix24, cfg.outbox_path) if cfg.sinks.bitrix24.enabled else []
+    notes: list[str] | None = [] if cfg.agi.enabled else None
+    bitrix = []
+    if cfg.sinks.bitrix24.enabled:
+        bitrix = await check_portal(cfg.sinks.bitrix24, cfg.outbox_path, notes)
     for problem in bitrix:
         print(f"Bitrix24: {problem}", file=sys.stderr)
+    for note in notes or []:
+        print(f"Bitrix24: {note}")
 
     async def login(actions: PbxActions) -> int:
         status = await actions.status()
         print(f"AMI: вход выполнен ({cfg.asterisk.ami.host}:{cfg.asterisk.ami.port}, {status.banner})")
-        return 1 if bitrix else 0
+        await agi.check_modules(cfg, actions.conn)
+        return 0 if agi_ok and not bitrix else 1
 
     return await with_pbx(cfg, login)
 
@@ -60,6 +68,7 @@ async def status(actions: PbxActions) -> int:
     print(f"Активных звонков: {len(st.calls)}")
     for linkedid, channels in st.calls.items():
         print(f"  {linkedid}: " + "; ".join(channels))
+    await agi.show_status(cfg)
     return 0 if ok else 1
 
 

@@ -26,6 +26,15 @@ def test_shipped_config_loads_with_defaults_and_env() -> None:
     assert cfg.asterisk.trunk_endpoints == ["novofon"]
     assert cfg.jsonl_path == Path("/var/lib/novofon-bridge/records.jsonl")
     assert "top-secret" not in repr(cfg)  # the secret is kept out of reprs and logs
+    a = cfg.agi
+    assert (a.enabled, a.bind, a.port, a.budget_ms, a.sticky_days, a.route_timeout) == (
+        True,
+        "127.0.0.1",
+        4573,
+        300,
+        30,
+        15,
+    )
 
 
 def test_env_default_and_override(tmp_path: Path) -> None:
@@ -53,6 +62,11 @@ def test_env_default_and_override(tmp_path: Path) -> None:
         ("asterisk: [1, 2]\n", "asterisk", "expected a mapping"),
         ("telegram:\n  token: x\n", "telegram", "unknown key"),
         ("asterisk:\n  trunk_endpoints: []\n", "asterisk.trunk_endpoints", "at least one"),
+        ("agi:\n  port: 70000\n", "agi.port", "expected a TCP port"),
+        ("agi:\n  budget_ms: 0\n", "agi.budget_ms", "expected 1..5000 milliseconds"),
+        ("agi:\n  sticky_days: -1\n", "agi.sticky_days", "expected days >= 0"),
+        ("agi:\n  route_timeout: 0\n", "agi.route_timeout", "expected 1..600 seconds"),
+        ("agi:\n  budget: 300\n", "agi.budget", "did you mean 'budget_ms'"),
         ("outbox:\n  parallel_calls: 0\n", "outbox.parallel_calls", "expected 1..100"),
     ],
 )
