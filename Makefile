@@ -46,10 +46,11 @@ unit: install
 demo: sysdeps install      ## lab + daemon + an inbound and an outbound call, records shown live
 	$(PY) -m tests.lab.demo
 
-bench: install             ## AMI parsing + tracker, the outbox, Bitrix24 card latency: vs baselines
+bench: install             ## AMI parsing + tracker, the outbox, Bitrix24 card latency, FastAGI answers: vs baselines
 	$(PY) bench/ami_bench.py
 	$(PY) bench/outbox_bench.py
 	$(PY) bench/bitrix_bench.py
+	$(PY) bench/agi_bench.py
 
 transcripts: install       ## re-record tests/transcripts/*.ami from the lab
 	$(PY) -m tests.lab.record_transcripts

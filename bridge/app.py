@@ -92,6 +92,8 @@ class App:
         for parts in c.parts.values():
             for name, factory in parts.tasks.items():
                 sup.add(name, factory)
+        if c.agi is not None:
+            sup.add("agi", c.agi.run)
 
     def publish(self, records: list[CallRecord]) -> None:
         """Commit records as the tracker would (tests and tools feed recorded calls this way)."""
@@ -127,6 +129,7 @@ class App:
             "jobs": self.jobs.counts(),
             "storage": self.store.health.as_dict(),
             "directory": {"employees": len(self.directory)},
+            "agi": self.components.agi.status() if self.components.agi else {"enabled": False},
             "tasks": self.supervisor.status(),
             "integrations": {
                 name: parts.status() for name, parts in self.components.parts.items() if parts.status
@@ -170,13 +173,14 @@ class App:
     # -- background work of the daemon itself --------------------------------------------------
     def housekeep(self, now: float | None = None) -> None:
         """Purge delivered records and per-call state older than outbox.keep_days (keys of
-        received notifications: see ``seen_keep_seconds``)."""
+        received notifications: see ``seen_keep_seconds``), talk history older than agi.sticky_days."""
         now = time.time() if now is None else now
         older = now - self.cfg.outbox.keep_days * 86400
         purged = self.store.purge(older)
         self.store.purge_seen(now - seen_keep_seconds(self.cfg))
         self.state.purge(older)
         self.jobs.purge_dead(older)
+        self.components.router.history.purge(now - self.cfg.agi.sticky_days * 86400)
         if purged:
             log.info("outbox.purged", deliveries=purged, keep_days=self.cfg.outbox.keep_days)
 

@@ -161,6 +161,18 @@ class CliConfig:
 
 
 @dataclass(frozen=True)
+class AgiConfig:
+    """FastAGI routing to the responsible manager (bridge/pbx/agi.py, README "AGI")."""
+
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    port: int = 4573
+    budget_ms: int = 300  # the longest a call waits for the CRM when the cache is cold
+    sticky_days: float = 30.0  # our own history: who last talked to the number, this far back
+    route_timeout: int = 15  # seconds the responsible manager's phone rings first
+
+
+@dataclass(frozen=True)
 class Config:
     asterisk: AsteriskConfig = field(default_factory=AsteriskConfig)
     pbx: PbxConfig = field(default_factory=PbxConfig)
@@ -172,6 +184,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     novofon: NovofonSettings = field(default_factory=NovofonSettings)
     cli: CliConfig = field(default_factory=CliConfig)
+    agi: AgiConfig = field(default_factory=AgiConfig)
     source: str = "<defaults>"
 
     @property
@@ -327,6 +340,7 @@ def _validate(cfg: Config) -> None:
     if not is_ascii_digits(cfg.pbx.country_code):
         raise ConfigError(f, "pbx.country_code", f"expected digits such as 7, got {cfg.pbx.country_code!r}")
     _validate_sinks(cfg)
+    _validate_agi(cfg)
     if not 0 <= cfg.http.port < 65536:
         raise ConfigError(
             f, "http.port", f"expected a TCP port 1-65535 (0: any free one), got {cfg.http.port}"
@@ -366,6 +380,20 @@ def _validate_ari(cfg: Config) -> None:
             "asterisk.ari.app",
             f"expected letters, digits, '.', '_' or '-' (e.g. novofon-bridge), got {ari.app!r}",
         )
+
+
+def _validate_agi(cfg: Config) -> None:
+    a, f = cfg.agi, cfg.source
+    if not 0 <= a.port < 65536:
+        raise ConfigError(f, "agi.port", f"expected a TCP port 1-65535 (0: any free one), got {a.port}")
+    if not 1 <= a.budget_ms <= 5000:
+        raise ConfigError(
+            f, "agi.budget_ms", "expected 1..5000 milliseconds (a call waits this long at most)"
+        )
+    if a.sticky_days < 0:
+        raise ConfigError(f, "agi.sticky_days", "expected days >= 0 (0: no routing by our own history)")
+    if not 1 <= a.route_timeout <= 600:
+        raise ConfigError(f, "agi.route_timeout", "expected 1..600 seconds")
 
 
 def _validate_http(cfg: Config) -> None:

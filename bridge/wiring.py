@@ -25,11 +25,14 @@ from bridge.outbox.jobs import Jobs
 from bridge.outbox.sink import Sink
 from bridge.outbox.state import StateStore
 from bridge.outbox.store import OutboxStore
+from bridge.pbx.agi import AgiServer
 from bridge.pbx.ami import AmiSupervisor, Backoff
 from bridge.pbx.ami_events import WANTED
 from bridge.pbx.ari import AriClient, AriSupervisor
 from bridge.pbx.originate import Originator, ari_settings, stasis_settings
 from bridge.pbx.pipeline import Pipeline, ami_settings
+from bridge.pbx.route_history import RouteHistory
+from bridge.pbx.routing import Router
 from bridge.pbx.stasis import EVENTS as STASIS_EVENTS
 from bridge.pbx.stasis import StasisApp
 from bridge.redact import Redactor
@@ -82,6 +85,8 @@ class Components:
     stasis: StasisApp | None
     calls: Originator
     dispatcher: Dispatcher
+    router: Router
+    agi: AgiServer | None = None  # None: agi.enabled is false
     parts: dict[str, Parts] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
 
@@ -114,9 +119,42 @@ def build(cfg: Config, extra_sinks: Sequence[Sink] = ()) -> Components:
     dispatcher = Dispatcher(store, [*sinks, *extra_sinks], retry_policy(cfg))
     pipeline.attach(dispatcher)
     routes = [r for p in parts.values() for r in p.routes]
+    router, agi = build_routing(cfg, store, directory, pipeline, parts)
     return Components(
-        cfg, store, state, http, directory, jobs, pipeline, ami, ari, stasis, calls, dispatcher, parts, routes
+        cfg,
+        store,
+        state,
+        http,
+        directory,
+        jobs,
+        pipeline,
+        ami,
+        ari,
+        stasis,
+        calls,
+        dispatcher,
+        router,
+        agi,
+        parts,
+        routes,
     )
+
+
+def build_routing(
+    cfg: Config, store: OutboxStore, directory: Directory, pipeline: Pipeline, parts: dict[str, Parts]
+) -> tuple[Router, AgiServer | None]:
+    """Routing to the responsible manager: our own talk history (kept from the records whether
+    or not AGI is on), the CRM an integration offers, and the FastAGI server when enabled."""
+    history = RouteHistory(store.db, store.health)
+    pipeline.record_observers.append(history.observe)
+    crm = next((p.responsible for p in parts.values() if p.responsible is not None), None)
+    router = Router(cfg.agi, directory, history, crm, max_call_age=cfg.pbx.max_call_age)
+    if not cfg.agi.enabled:
+        return router, None
+    pipeline.enrichers.append(router.meta_for)
+    pipeline.record_observers.append(router.on_records)
+    a = cfg.agi
+    return router, AgiServer(a.bind, a.port, router, a.route_timeout, cfg.pbx.country_code)
 
 
 def build_ari(cfg: Config) -> tuple[AriSupervisor | None, StasisApp | None]:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from bridge.app import App
 from bridge.calls.records import CallRecord
-from bridge.config import Config, HttpConfig
+from bridge.config import AgiConfig, Config, HttpConfig
 from bridge.config import load as load_config
 from bridge.directory import Directory
 from bridge.http.client import Http
@@ -99,6 +99,7 @@ def offline_config(tmp: Path, **changes: Any) -> Config:
         http=HttpConfig(port=0),
         storage=dataclasses.replace(cfg.storage, dir=str(tmp)),
         outbox=dataclasses.replace(cfg.outbox, retry_base=0.05, retry_cap=0.2),
+        agi=AgiConfig(port=0),  # any free port: daemons in tests never collide
     )
     return dataclasses.replace(cfg, **changes)
 

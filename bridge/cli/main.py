@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="novofon-bridge", description=__doc__, parents=[common])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the daemon", parents=[common])
-    chk = sub.add_parser("check", help="validate the config, log in to AMI and ARI", parents=[common])
+    chk = sub.add_parser(
+        "check", help="validate the config, check the AGI port, log in to AMI and ARI", parents=[common]
+    )
     chk.add_argument("--no-connect", action="store_true", help="only validate the file")
     call = sub.add_parser("call", help="place a test call through the trunk and follow it", parents=[common])
     call.add_argument("number")

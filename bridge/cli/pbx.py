@@ -1,7 +1,7 @@
 """novofon-bridge check | status | call | callback: the PBX over connections of the CLI's own.
 
 ``call`` and ``callback`` go over ARI (a Stasis application of the command's own) when
-``asterisk.ari`` is configured, over AMI otherwise; ``check`` and ``status`` use AMI and report ARI.
+``asterisk.ari`` is configured, over AMI otherwise; ``check`` and ``status`` use AMI and report ARI and AGI.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from bridge.calls.numbers import InvalidNumber
+from bridge.cli import agi
 from bridge.cli.common import EXIT_AMI, say
 from bridge.config import Config
 from bridge.integrations.bitrix24.checks import check_portal
@@ -44,16 +45,23 @@ async def check(cfg: Config, connect: bool) -> int:
     print(f"{cfg.source}: конфигурация в порядке")
     if not connect:
         return 0
+    agi_ok = await agi.check_port(cfg)
 
-    bitrix = await check_portal(cfg.sinks.bitrix24, cfg.outbox_path) if cfg.sinks.bitrix24.enabled else []
+    notes: list[str] | None = [] if cfg.agi.enabled else None
+    bitrix = []
+    if cfg.sinks.bitrix24.enabled:
+        bitrix = await check_portal(cfg.sinks.bitrix24, cfg.outbox_path, notes)
     for problem in bitrix:
         print(f"Bitrix24: {problem}", file=sys.stderr)
+    for note in notes or []:
+        print(f"Bitrix24: {note}")
 
     async def login(actions: PbxActions) -> int:
         status = await actions.status()
         print(f"AMI: вход выполнен ({cfg.asterisk.ami.host}:{cfg.asterisk.ami.port}, {status.banner})")
+        await agi.check_modules(cfg, actions.conn)
         ari = await report_ari(cfg)
-        return ari or (1 if bitrix else 0)
+        return ari or (0 if agi_ok and not bitrix else 1)
 
     return await with_pbx(cfg, login)
 
@@ -102,6 +110,7 @@ async def status(actions: PbxActions) -> int:
     print(f"Активных звонков: {len(st.calls)}")
     for linkedid, channels in st.calls.items():
         print(f"  {linkedid}: " + "; ".join(channels))
+    await agi.show_status(cfg)
     return 0 if ok else 1
 
 

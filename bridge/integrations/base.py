@@ -20,6 +20,7 @@ from bridge.outbox.jobs import Handler, Jobs
 from bridge.outbox.sink import Sink
 from bridge.outbox.state import StateStore
 from bridge.pbx.originate import Originator
+from bridge.pbx.routing import ResponsibleLookup
 
 TaskFactory = Callable[[], Awaitable[None]]
 
@@ -43,8 +44,10 @@ class Parts:
     job_handlers: dict[str, tuple[Handler, float | None]] = field(default_factory=dict)
     tasks: dict[str, TaskFactory] = field(default_factory=dict)  # name -> run forever, supervised
     status: Callable[[], dict[str, Any]] | None = None
+    responsible: ResponsibleLookup | None = None  # a CRM that knows clients' managers (AGI routing)
 
     def merge(self, other: Parts) -> None:
+        self.responsible = self.responsible or other.responsible
         self.sinks += other.sinks
         self.routes += other.routes
         self.job_handlers.update(other.job_handlers)

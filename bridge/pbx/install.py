@@ -42,8 +42,8 @@ from bridge.pbx.snippets import Secrets
 
 BACKUP_DIR = "novofon-bridge-backup"
 BLOCK_NOTE = "added by novofon-bridge asterisk install; novofon-bridge asterisk uninstall removes this block"
-# With --freepbx inbound calls follow FreePBX's inbound routes, not our DID table.
-FREEPBX_SKIP = frozenset({"from-novofon", "novofon-routes"})
+# With --freepbx inbound calls follow FreePBX's inbound routes, not our DID tables.
+FREEPBX_SKIP = frozenset({"from-novofon", "novofon-routes", "novofon-route-calls"})
 FREEPBX_TRUNK_CONTEXT = "from-pstn"
 TRUE = frozenset({"yes", "true", "y", "t", "1", "on"})
 

@@ -40,6 +40,7 @@ COMMIT_RETRY_MIN, COMMIT_RETRY_MAX = 0.5, 5.0  # while the disk is full: retry t
 
 AmiObserver = Callable[[AmiMessage], None]
 RecordObserver = Callable[[list[CallRecord]], None]
+Enricher = Callable[[CallRecord], dict[str, str]]  # extra meta for a record (e.g. AGI routing)
 
 
 def ami_settings(cfg: Config) -> AmiSettings:
@@ -75,6 +76,7 @@ class Pipeline:
         self.trunk_registrations: dict[str, str] = {}
         self.ami_observers: list[AmiObserver] = []
         self.record_observers: list[RecordObserver] = []
+        self.enrichers: list[Enricher] = []
         self._resync_buffer: list[AmiMessage] | None = None
         self._recordings = Path(cfg.asterisk.recordings_dir)
         self._unsaved: deque[list[CallRecord]] = deque()  # records the storage refused, oldest first
@@ -165,6 +167,11 @@ class Pipeline:
         rec = r.fields.get("call_id_with_rec")
         if rec and r.event in (Event.RECORD, Event.END, Event.OUT_END):
             meta["recording_file"] = str(self._recordings / f"{rec}.wav")
+        for enrich in self.enrichers:
+            try:
+                meta.update(enrich(r))
+            except Exception:  # extra meta is never worth losing the record
+                log.exception("pipeline.enricher_failed", pbx_call_id=r.pbx_call_id)
         return CallRecord(r.fields, meta) if meta != r.meta else r
 
     # -- resync after every (re)connect --------------------------------------------------------

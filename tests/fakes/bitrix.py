@@ -1,5 +1,7 @@
 """Fake Bitrix24 REST, as strict as the portal (b24restdocs): telephony.externalcall.*, batch,
-event.bind, externalLine, scope / app.info, user.get; an incoming webhook or an OAuth application.
+event.bind, externalLine, scope / app.info, user.get, the CRM lookups call routing uses
+(crm.duplicate.findbycomm, crm.contact/company/lead.get: bitrix_crm.py); an incoming webhook or an
+OAuth application.
 
 What it refuses, like the real portal: a method outside the caller's scopes (``insufficient_scope``),
 telephony from a webhook when the portal allows it only to applications (``app_only``:
@@ -25,6 +27,7 @@ from urllib.parse import urlparse
 import aiohttp
 from aiohttp import web
 
+from tests.fakes import bitrix_crm
 from tests.fakes.base import FakeServer, Fault
 from tests.fakes.bitrix_batch import run_batch
 
@@ -124,6 +127,8 @@ class FakeBitrix(FakeServer):
         self.bound: dict[str, set[str]] = {}  # event -> handler URLs (event.bind)
         self.lines: dict[str, dict[str, Any]] = {}  # telephony.externalLine.add
         self._bucket, self._bucket_at = 0.0, time.monotonic()
+        # CRM entities by type (CONTACT, COMPANY, LEAD) and ID, as crm.*.get returns them
+        self.crm: bitrix_crm.Entities = {"CONTACT": {}, "COMPANY": {}, "LEAD": {}}
         self.app.router.add_post(f"/rest/{WEBHOOK_USER}/{WEBHOOK_CODE}/{{method}}.json", self.webhook)
         self.app.router.add_post("/rest/{method}.json", self.oauth_call)
         self.app.router.add_get("/oauth/token/", self.oauth_token)
@@ -156,7 +161,13 @@ class FakeBitrix(FakeServer):
             else:
                 self._bucket += 1
         if self.latency:
-            await asyncio.sleep(self.latency)
+            task = asyncio.current_task()
+            assert task is not None
+            self._hanging.add(task)  # a portal that never answers must not hold the fake's shutdown
+            try:
+                await asyncio.sleep(self.latency)
+            finally:
+                self._hanging.discard(task)
         return admitted
 
     async def webhook(self, request: web.Request) -> web.Response:
@@ -222,6 +233,10 @@ class FakeBitrix(FakeServer):
     def expire_tokens(self) -> None:
         for token in self.access_tokens:
             self.access_tokens[token] = 0.0
+
+    def add_crm(self, kind: str, entity_id: int, phones: list[str], assigned: str, **fields: Any) -> None:
+        """A CRM entity with these phone numbers (as a person would type them) and responsible user."""
+        self.crm[kind][str(entity_id)] = bitrix_crm.entity(entity_id, phones, assigned, **fields)
 
     # -- the portal's own actions ----------------------------------------------------------------
     async def install(self, handler_url: str) -> tuple[int, str]:
@@ -347,6 +362,8 @@ class FakeBitrix(FakeServer):
             return sorted(auth.scopes)
         if m == "app.info":
             return {"ID": 7, "CODE": CLIENT_ID, "VERSION": 1, "STATUS": "L", "INSTALLED": self.installed}
+        if m in bitrix_crm.METHODS:
+            return bitrix_crm.call(self.crm, m, p, Refused)
         if m == "user.get":
             return self._user_get(p)
         if m.startswith("event."):

@@ -96,7 +96,9 @@ class FakeTelegram(FakeServer):
         self.known_chats: set[str] | None = None  # when set, other chats are "chat not found"
         self.migrated: dict[str, str] = {}  # group -> the supergroup it became
         self.deprecated: list[str] = []  # deprecated parameters we were sent (tests want none)
-        self.method_faults: dict[str, list[Fault]] = {}  # method -> faults for its next calls
+        self.method_faults: dict[str, list[Fault]] = {}
+        self.storm_every = 0  # when set: every Nth request to a chat is a 429 (retry_after 1 s)
+        self._chat_requests = 0  # method -> faults for its next calls
         self.too_early: list[tuple[str, float]] = []  # (chat, seconds early): a closed chat was hit
         self._closed_until: dict[str, float] = {}
         self._update_ids = itertools.count(1)
@@ -121,6 +123,11 @@ class FakeTelegram(FakeServer):
         now = asyncio.get_running_loop().time()
         if chat_id and self._closed_until.get(chat_id, 0) > now:  # Telegram escalates; tests fail
             self.too_early.append((chat_id, self._closed_until[chat_id] - now))
+        if self.storm_every and chat_id:
+            self._chat_requests += 1
+            if self._chat_requests % self.storm_every == 0:
+                self._closed_until[chat_id] = now + 1.0
+                return web.json_response(too_many_requests(1).body, status=429)
         if self.method_faults.get(method):
             fault = self.method_faults[method].pop(0)
             retry_after = (fault.body or {}).get("parameters", {}).get("retry_after")

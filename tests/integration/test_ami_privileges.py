@@ -33,6 +33,8 @@ async def test_the_actions_the_bridge_uses_are_allowed(
     assert regs.ok and any(e.get("Event") == "OutboundRegistrationDetail" for e in regs.events)
     assert (await conn.action("CoreShowChannels")).ok  # resync after a reconnect
     assert (await conn.action("Getvar", {"Variable": "EPOCH"})).ok  # MixMonitor file of adopted calls
+    agi = await conn.action("Getvar", {"Variable": "IFMODULE(res_agi.so)"})  # `check`: AGI's modules
+    assert agi.ok and agi.response.get("Value") == "1"
     hangup = await conn.action("Hangup", {"Channel": "PJSIP/nobody-00000000"})
     assert hangup.message == "No such channel"  # allowed (write=call), just nothing to hang up
     # Read classes: FullyBooted (sent on login), like Registry (the trunk's state), is a "system"

@@ -50,12 +50,17 @@ DID_GROUP = "74950000100"  # rings 101 and 102 together
 DID_101 = "74950000101"  # answers
 DID_103 = "74950000103"  # never answers
 DID_104 = "74950000104"  # busy
+DID_ROUTED = "74950000105"  # asks novofon-bridge (AGI) whom to ring first; else rings 103 (no answer)
 DID_ROUTES = {
     DID_GROUP: "PJSIP/101&PJSIP/102",
     DID_101: "PJSIP/101",
     DID_103: "PJSIP/103",
     DID_104: "PJSIP/104",
+    DID_ROUTED: "PJSIP/103",
 }
+# Only DID_ROUTED asks the daemon (the other DIDs keep their exact records); the daemon under
+# test listens for FastAGI on this lab's own port.
+AGI_PORT = 4573 + SLOT
 
 RING_TIMEOUT = 4  # seconds extensions ring on an inbound call
 DIAL_TIMEOUT = 5  # seconds an outbound call rings before "no answer"
@@ -103,6 +108,9 @@ MODULES = [
     "app_mixmonitor.so",
     "app_stack.so",
     "app_exec.so",
+    "res_speech.so",
+    "res_agi.so",
+    "func_module.so",
     "app_verbose.so",
     "func_callerid.so",
     "func_strings.so",
@@ -436,6 +444,11 @@ write = all
         ext = self.host_path(PBX, "etc", "novofon-bridge_extensions.conf")
         routes = "".join(f"exten => {did},1,Return({target})\n" for did, target in DID_ROUTES.items())
         text = _sub(ext.read_text(), "[novofon-routes]\n", f"[novofon-routes]\n{routes}")
+        # Only DID_ROUTED asks the daemon, on this lab's own AGI port.
+        text = _sub(text, "NOVOFON_ROUTE_CALLS=yes", "NOVOFON_ROUTE_CALLS=no")
+        routed = f"exten => {DID_ROUTED},1,Return(yes)\n"
+        text = _sub(text, "[novofon-route-calls]\n", f"[novofon-route-calls]\n{routed}")
+        text = _sub(text, "agi://127.0.0.1:4573/", f"agi://127.0.0.1:{AGI_PORT}/")
         text = _sub(
             text,
             "NOVOFON_RECORDINGS_DIR=/var/spool/asterisk/monitor",

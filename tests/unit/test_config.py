@@ -35,6 +35,15 @@ def test_shipped_config_loads_with_defaults_and_env() -> None:
     )
     with_ari = config.load(REPO / "config.yaml", env={**ENV, "ARI_PASSWORD": "ari-secret"})
     assert with_ari.asterisk.ari.configured and "ari-secret" not in repr(with_ari)
+    a = cfg.agi
+    assert (a.enabled, a.bind, a.port, a.budget_ms, a.sticky_days, a.route_timeout) == (
+        True,
+        "127.0.0.1",
+        4573,
+        300,
+        30,
+        15,
+    )
 
 
 def test_env_default_and_override(tmp_path: Path) -> None:
@@ -70,6 +79,11 @@ def test_env_default_and_override(tmp_path: Path) -> None:
         ),
         ("asterisk:\n  ari:\n    app: 'a b'\n", "asterisk.ari.app", "letters, digits"),
         ("pbx:\n  employee_ring_timeout: 1\n", "pbx.employee_ring_timeout", "3..300 seconds"),
+        ("agi:\n  port: 70000\n", "agi.port", "expected a TCP port"),
+        ("agi:\n  budget_ms: 0\n", "agi.budget_ms", "expected 1..5000 milliseconds"),
+        ("agi:\n  sticky_days: -1\n", "agi.sticky_days", "expected days >= 0"),
+        ("agi:\n  route_timeout: 0\n", "agi.route_timeout", "expected 1..600 seconds"),
+        ("agi:\n  budget: 300\n", "agi.budget", "did you mean 'budget_ms'"),
         ("outbox:\n  parallel_calls: 0\n", "outbox.parallel_calls", "expected 1..100"),
     ],
 )

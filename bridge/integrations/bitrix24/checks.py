@@ -1,8 +1,9 @@
 """``novofon-bridge check`` for Bitrix24: can the portal do what we will ask of it?
 
 The scopes come from the ``scope`` method (user.get needs ``user``; register/finish need
-``telephony``); in application mode, ``app.info`` says whether the installation is complete, and
-the token must exist (ONAPPINSTALL) — and ``public_url`` must be set for click-to-call.
+``telephony``; call routing would like ``crm``); in application mode, ``app.info`` says whether the
+installation is complete, and the token must exist (ONAPPINSTALL) — and ``public_url`` must be set
+for click-to-call.
 """
 
 from __future__ import annotations
@@ -20,10 +21,16 @@ REQUIRED_SCOPES = {
     "telephony": "звонки в CRM (telephony.externalcall.*)",
     "user": "сотрудники (user.get)",
 }
+# Wanted only for call routing (agi.enabled): without it calls are still routed by our history.
+ROUTING_SCOPE = "crm"
 
 
-async def problems(settings: Bitrix24Settings, client: BitrixClient) -> list[str]:
-    """What is wrong with the portal's side, in Russian, one line each; empty when all is well."""
+async def problems(
+    settings: Bitrix24Settings, client: BitrixClient, notes: list[str] | None = None
+) -> list[str]:
+    """What is wrong with the portal's side, in Russian, one line each; empty when all is well.
+    With ``notes`` (call routing is on), a missing ``crm`` scope is added there: worth saying,
+    not an error."""
     if not settings.enabled:
         return []
     found: list[str] = []
@@ -48,20 +55,27 @@ async def problems(settings: Bitrix24Settings, client: BitrixClient) -> list[str
     except DeliveryError as e:
         return [*found, f"портал не ответил на проверку: {e}"]
     have = {str(s) for s in scopes} if isinstance(scopes, list) else set()
+    where = "приложения" if settings.app_mode else "входящего вебхука"
     for scope, why in REQUIRED_SCOPES.items():
         if scope not in have:
-            where = "приложения" if settings.app_mode else "входящего вебхука"
             found.append(f"у {where} нет права «{scope}» — нужно для: {why}; добавьте его в настройках")
+    if notes is not None and ROUTING_SCOPE not in have:
+        notes.append(
+            f"у {where} нет права «{ROUTING_SCOPE}»: звонки направляются к ответственному по нашей "
+            "истории разговоров, но не по CRM (crm.duplicate.findbycomm); добавьте его, если нужно"
+        )
     return found
 
 
-async def check_portal(settings: Bitrix24Settings, db_path: Path) -> list[str]:
+async def check_portal(
+    settings: Bitrix24Settings, db_path: Path, notes: list[str] | None = None
+) -> list[str]:
     """``problems`` with a client of its own (the CLI's), reading the application's tokens from
     the daemon's database when there is one."""
     db = sqlite3.connect(db_path if db_path.is_file() else ":memory:", isolation_level=None)
     http = Http()
     try:
-        return await problems(settings, BitrixClient(settings, http, StateStore(db)))
+        return await problems(settings, BitrixClient(settings, http, StateStore(db)), notes)
     finally:
         await http.close()
         db.close()

@@ -1,5 +1,6 @@
 """Bitrix24: calls in the CRM (the telephony sink), employees from its users (events and periodic
-sync), click-to-call from a CRM card, and the local application's installation (application.py)."""
+sync), click-to-call from a CRM card, the local application's installation (application.py), and
+clients' responsible managers for call routing (AGI, crm_lookup.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from bridge.integrations.bitrix24.application import Application
 from bridge.integrations.bitrix24.click_to_call import JOB as CLICK_JOB
 from bridge.integrations.bitrix24.click_to_call import STALE_AFTER, ClickToCall
 from bridge.integrations.bitrix24.client import BitrixClient
+from bridge.integrations.bitrix24.crm_lookup import BitrixResponsible
 from bridge.integrations.bitrix24.directory_sync import DirectorySync
 from bridge.integrations.bitrix24.events import USER_EVENTS, parse_event, user_id_of
 from bridge.integrations.bitrix24.sink import Bitrix24Sink
@@ -71,6 +73,7 @@ def setup(ctx: Context) -> Parts:
         sinks=[Bitrix24Sink(b, client, ctx.state, ctx.directory, pbx.timezone, default_line)],
         routes=[Route(b.events_path, event)],
         job_handlers={USER_JOB: (sync_user, None), CLICK_JOB: (clicks.originate, STALE_AFTER)},
+        responsible=BitrixResponsible(client, ctx.cfg.pbx.country_code),
     )
     if b.sync_interval > 0:
         parts.tasks["directory-sync"] = sync.run

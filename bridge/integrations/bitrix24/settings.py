@@ -37,6 +37,9 @@ class Bitrix24Settings:
     crm_create: bool = True
     show_card: bool = True
     attach_recordings: bool = True
+    # attachRecord sends the file inside the request (base64): larger files are not uploaded
+    # (a dead letter says so) unless the record carries a link to the file (RECORD_URL).
+    max_upload_mb: float = 50.0
     rate: float = 2.0
     burst: float = 50.0
     # Bitrix24 -> us: outgoing webhook / application events (employee sync, click-to-call).
@@ -82,5 +85,7 @@ class Bitrix24Settings:
             raise SettingsError("events_path", "expected a path of its own, e.g. /api/bitrix/webhook")
         if self.sync_interval < 0:
             raise SettingsError("sync_interval", "expected seconds >= 0 (0: no periodic sync)")
+        if not 0 < self.max_upload_mb <= 500:
+            raise SettingsError("max_upload_mb", "expected megabytes, more than 0 and at most 500")
         if self.rate <= 0 or self.burst < 1:
             raise SettingsError("rate", "expected rate > 0 and burst >= 1")

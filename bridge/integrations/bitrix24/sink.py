@@ -270,7 +270,10 @@ class Bitrix24Sink:
     async def _attach(self, r: CallRecord, st: BitrixCall, attempts: int) -> None:
         if st.attached or not st.call_id:
             return
+        link = r.meta.get("recording_url", "")
         if not r.meta.get("recording_file"):
+            if link:  # a recording Novofon's cloud keeps: Bitrix24 fetches it by its URL
+                await self._attach_url(r, st, link)
             return  # the daemon did not say where the file is (recordings_dir unset): nothing to attach
         path = Path(r.meta["recording_file"])
         if not path.is_file():
@@ -278,6 +281,16 @@ class Bitrix24Sink:
                 raise RetryLater(f"recording {path} is not there yet", retry_after=2.0 * (attempts + 1))
             log.warning("bitrix24.recording_missing", file=str(path), pbx_call_id=r.pbx_call_id)
             return
+        size = path.stat().st_size
+        if size > self.s.max_upload_mb * 1024 * 1024:
+            if link:
+                await self._attach_url(r, st, link)
+                return
+            # Read whole and base64-encoded in memory, a huge file would take the daemon's memory.
+            raise PermanentFailure(
+                f"запись {path.name} ({size / 1048576:.0f} МБ) больше sinks.bitrix24.max_upload_mb "
+                f"({self.s.max_upload_mb:g} МБ): не загружена в Bitrix24"
+            )
         await self._call(
             "telephony.externalCall.attachRecord",
             {
@@ -286,6 +299,11 @@ class Bitrix24Sink:
                 "FILE_CONTENT": await asyncio.to_thread(_base64_file, path),
             },
         )
+        st.attached = True
+        self._save(r.pbx_call_id, st)
+
+    async def _attach_url(self, r: CallRecord, st: BitrixCall, url: str) -> None:
+        await self._call("telephony.externalCall.attachRecord", {"CALL_ID": st.call_id, "RECORD_URL": url})
         st.attached = True
         self._save(r.pbx_call_id, st)
 

@@ -8,6 +8,7 @@ a penalty that is ignored); a 429 not tied to a chat pauses the whole bot.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -50,6 +51,9 @@ class TelegramApi:
         self._chat_limit = KeyedLimiter(settings.per_chat_rate, 3)
         self._group_limit = KeyedLimiter(settings.group_per_minute / 60.0, 5)
         self._global = TokenBucket(settings.global_rate, settings.global_rate)
+        # One request at a time per chat: when Telegram answers 429, no other request to that chat
+        # is already on its way (calls are delivered in parallel; a chat's limit is ~1/s anyway).
+        self._in_flight: dict[str, asyncio.Lock] = {}
 
     def _bucket(self, chat: str) -> TokenBucket:
         return (self._group_limit if is_group(chat) else self._chat_limit).bucket(chat)
@@ -62,8 +66,16 @@ class TelegramApi:
         timeout: float | None = None,
     ) -> Any:
         """Call ``method``; return its ``result`` or raise TelegramError (RetryLater on transport)."""
-        if chat is not None:
+        if chat is None:
+            return await self._send(method, payload, None, timeout)
+        lock = self._in_flight.setdefault(chat, asyncio.Lock())
+        async with lock:
             await self._bucket(chat).acquire()
+            return await self._send(method, payload, chat, timeout)
+
+    async def _send(
+        self, method: str, payload: dict[str, Any] | aiohttp.FormData, chat: str | None, timeout: float | None
+    ) -> Any:
         await self._global.acquire()
         url = f"{self.s.base_url}/bot{self.s.token}/{method}"
         kwargs: dict[str, Any] = {}

@@ -67,6 +67,9 @@ def fold(view: dict[str, Any], r: CallRecord) -> dict[str, Any]:
         v["caller_name"] = r.meta["caller_name"]
     if r.meta.get("line_name"):
         v["line_name"] = r.meta["line_name"]
+    if r.meta.get("routed_to"):
+        name = r.meta.get("routed_to_name")
+        v["responsible"] = f"{name} ({r.meta['routed_to']})" if name else r.meta["routed_to"]
     if ev is Event.INTERNAL and f["internal"] not in v["rung"]:
         v["rung"] = [*v["rung"], f["internal"]]
     if ev is Event.ANSWER:
@@ -112,6 +115,8 @@ def render(v: dict[str, Any], t: TelegramTemplates) -> str:
             did += f" «{v['line_name']}»"
         lines.append(t.caller.format(caller=e(caller)))
         lines.append(t.line.format(did=e(did)))
+        if v.get("responsible"):
+            lines.append(t.responsible.format(employee=e(v["responsible"])))
         if v.get("rung") and not v.get("answered_by"):
             lines.append(t.ringing.format(extensions=e(", ".join(v["rung"]))))
     else:

@@ -25,6 +25,7 @@ class TelegramTemplates:
     employee: str = "Сотрудник: {internal}"
     ringing: str = "Звонит у: {extensions}"
     answered_by: str = "Ответил: {internal}"
+    responsible: str = "Ответственный: {employee}"  # the call was routed to them first (AGI)
     result: str = "Итог: {disposition}, разговор {duration}"
     recorded: str = "🎙 Запись разговора ниже"
     recording_too_big: str = (

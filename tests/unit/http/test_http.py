@@ -174,7 +174,7 @@ async def test_health_and_status_say_ami_is_down(tmp_path: Path) -> None:
         assert sum(st["outbox"]["by_sink"]["jsonl"].values()) == 1  # the notification, pending or sent
         assert set(st) == {
             *("ami", "ari", "trunk", "calls", "outbox", "directory"),
-            *("jobs", "tasks", "healthy", "integrations", "http", "storage"),
+            *("jobs", "agi", "tasks", "healthy", "integrations", "http", "storage"),
         }
         assert st["http"]["open"] >= 1 and st["http"]["refused"] == 0
         assert st["ari"] == {

@@ -268,6 +268,25 @@ async def test_user_get_without_the_user_scope_is_refused_and_check_says_so(
         await bx.stop()
 
 
+async def test_check_notes_a_missing_crm_scope_only_when_routing_asks(http: Http, store: OutboxStore) -> None:
+    bx = FakeBitrix(users=list(USERS), webhook_scopes=frozenset({"telephony", "user"}))
+    await bx.start()
+    try:
+        client = BitrixClient(webhook(bx), http, StateStore(store.db))
+        with pytest.raises(PermanentFailure, match="insufficient_scope"):  # the fake is as strict
+            await client.call("crm.duplicate.findbycomm", {"type": "PHONE", "values": ["79161110001"]})
+        notes: list[str] = []
+        assert await problems(webhook(bx), client, notes) == []  # not an error: history still routes
+        (note,) = notes
+        assert "нет права «crm»" in note and "crm.duplicate.findbycomm" in note
+        assert await problems(webhook(bx), client) == []  # routing off: nothing said
+        bx.webhook_scopes = frozenset({"telephony", "user", "crm"})
+        notes.clear()
+        assert await problems(webhook(bx), client, notes) == [] and notes == []
+    finally:
+        await bx.stop()
+
+
 # -- application mode: no token yet --------------------------------------------------------------
 
 

@@ -307,3 +307,28 @@ async def test_webhook_event_filter(store: OutboxStore, http: Http, directory: D
         sink = WebhookSink("crm", f"{crm.url}/zadarma_webhook", "s", http, frozenset({"NOTIFY_END"}))
         await deliver(store, [sink], replay("inbound_answered"))
     assert [r["event"] for r in crm.received] == ["NOTIFY_END"]
+
+
+async def test_bitrix_recording_over_the_cap_is_a_dead_letter_or_goes_by_its_link(
+    store: OutboxStore, http: Http, directory: Directory, tmp_path: Path
+) -> None:
+    bx = FakeBitrix(users=PORTAL_USERS)
+    wav = tmp_path / "big.wav"
+    wav.write_bytes(b"RIFF" + b"\0" * (2 * 1024 * 1024))  # 2 MB against a 1 MB cap
+    records = with_recording(replay("inbound_answered"), wav)
+    linked = replay("outbound_answered")
+    linked = [
+        CallRecord(r.fields, {**r.meta, "recording_file": str(wav), "recording_url": "https://x.ru/r/1.mp3"})
+        if r.fields.get("call_id_with_rec")
+        else r
+        for r in linked
+    ]
+    async with serving(bx):
+        sink = bitrix_sink(bx_settings(bx.webhook_url, max_upload_mb=1), http, store, directory)
+        await deliver(store, [sink], records + linked)
+    (dead,) = store.list(State.DEAD)
+    assert dead.record.event.value == "NOTIFY_RECORD" and "больше sinks.bitrix24.max_upload_mb" in (
+        dead.last_error or ""
+    )
+    attached = [c.records for c in bx.calls.values() if c.records]
+    assert attached == [[("https://x.ru/r/1.mp3", 0)]]  # the linked one: by URL, no upload

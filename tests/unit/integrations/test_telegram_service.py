@@ -159,3 +159,22 @@ async def test_a_reply_to_a_deleted_message_keeps_the_recording(
         await deliver(store, [sink], [CallRecord(r.fields, r.meta) for r in recording])
     assert not store.list(State.DEAD)
     assert GROUP in [a[0] for a in tg.audio]
+
+
+async def test_a_burst_of_calls_in_a_429_storm_ends_with_one_final_message_per_call(
+    store: OutboxStore, http: Http, directory: Directory
+) -> None:
+    tg = FakeTelegram()
+    tg.storm_every = 7  # Telegram's flood control keeps answering 429 for the group
+    calls = [
+        [CallRecord({**r.fields, "pbx_call_id": f"in_storm-{n}"}, r.meta) for r in replay("inbound_missed")]
+        for n in range(10)
+    ]
+    async with serving(tg):
+        sink = telegram_sink(settings(tg.url), http, store, directory)
+        await deliver(store, [sink], [r for call in calls for r in call], timeout=60)
+    assert tg.too_early == []  # no request reached the group before its retry_after had passed
+    assert not store.list(State.DEAD)
+    texts = tg.texts(GROUP)
+    assert len(texts) == 10 and all("Пропущенный звонок" in t for t in texts)  # one each, final
+    assert len(tg.sent_texts) == 10  # never a second message for a call

@@ -285,6 +285,8 @@ def test_freepbx_mode_writes_only_the_custom_files(tmp_path: Path) -> None:
     contexts = [s.name for s in parse(after["extensions_custom.conf"].decode(), tmp_path).sections if s.ours]
     assert "novofon-outgoing" in contexts
     assert "from-novofon" not in contexts and "novofon-routes" not in contexts
+    assert "novofon-route-calls" not in contexts  # a DID table, like novofon-routes
+    assert "novofon-route" in contexts  # for the admin's own inbound route to Gosub into
     manager = parse(after["manager_custom.conf"].decode(), tmp_path).sections
     assert [s.name for s in manager] == ["novofon-bridge"]  # FreePBX runs AMI already: no [general]
     assert not any(n.startswith("novofon-bridge_") for n in after)
