@@ -60,14 +60,18 @@ async def check(cfg: Config, connect: bool) -> int:
         status = await actions.status()
         print(f"AMI: вход выполнен ({cfg.asterisk.ami.host}:{cfg.asterisk.ami.port}, {status.banner})")
         await agi.check_modules(cfg, actions.conn)
-        ari = await report_ari(cfg)
+        ari = await report_ari(cfg, daemon_expected=False)
         return ari or (0 if agi_ok and not bitrix else 1)
 
     return await with_pbx(cfg, login)
 
 
-async def report_ari(cfg: Config) -> int:
-    """ARI: log in, and is the daemon's Stasis application registered? 0 yes, 1 no, 3 no ARI."""
+async def report_ari(cfg: Config, daemon_expected: bool = True) -> int:
+    """ARI: log in, and is the daemon's Stasis application registered? 0 yes, 1 no, 3 no ARI.
+
+    ``check`` is also the pre-flight before the service is first started (as its AGI port check,
+    which accepts a free port or our running daemon): there (``daemon_expected=False``) an
+    application not registered yet is said, not failed. ``status`` is about the running daemon."""
     a = cfg.asterisk.ari
     if not a.configured:
         why = "asterisk.ari.enabled: false" if not a.enabled else "пароль не задан (asterisk.ari.password)"
@@ -81,11 +85,14 @@ async def report_ari(cfg: Config) -> int:
         try:
             await client.application(a.app)
         except AriNotFound:
-            print(
-                f"ARI: приложение {a.app} не зарегистрировано — демон не запущен или не подключён к ARI "
-                "(journalctl -u novofon-bridge: ari.unavailable)",
-                file=sys.stderr,
-            )
+            why = "демон не запущен или не подключён к ARI (journalctl -u novofon-bridge: ari.unavailable)"
+            if not daemon_expected:
+                print(
+                    f"ARI: приложение {a.app} пока не зарегистрировано — {why}; "
+                    "запущенный демон его регистрирует"
+                )
+                return 0
+            print(f"ARI: приложение {a.app} не зарегистрировано — {why}", file=sys.stderr)
             return 1
         print(f"ARI: приложение {a.app} зарегистрировано (демон подключён), звонки идут через ARI")
         return 0
