@@ -17,13 +17,30 @@ class NovofonSettings:
     sms_token: str = field(default="", repr=False)
     # Novofon 2.0 notifications (no Signature): /call?token=<this>&type=... — see README.
     notifications_token: str = field(default="", repr=False)
+    # Recordings served with expiring signed links (README "Recordings for CRMs"): on when both
+    # the public base URL (what nginx exposes) and the signing key are set.
+    recordings_url: str = ""
+    recordings_key: str = field(default="", repr=False)
+    recordings_link_ttl: float = 7 * 86400.0
     # /call refuses a notification whose call_start is further than this from now (seconds): a
     # captured one cannot be replayed later (what was received is remembered at least 2x as long).
     replay_window: float = 86400.0
     # Only these addresses may post to /call and /sms (IPs or CIDRs); empty: any address.
     allowed_ips: list[str] = field(default_factory=list)
 
+    @property
+    def recording_links(self) -> bool:
+        return bool(self.recordings_url and self.recordings_key)
+
     def validate(self) -> None:
+        if self.recordings_url:
+            settings_checks.url("recordings_url", self.recordings_url)
+        if self.recordings_url and len(self.recordings_key) < 16:
+            raise SettingsError(
+                "recordings_key", "expected at least 16 random characters (links are signed with it)"
+            )
+        if not 60 <= self.recordings_link_ttl <= 365 * 86400:
+            raise SettingsError("recordings_link_ttl", "expected seconds, 60..31536000")
         if self.notifications_token and len(self.notifications_token) < 16:
             raise SettingsError("notifications_token", "expected at least 16 random characters")
         if not 60 <= self.replay_window <= 30 * 86400:
