@@ -58,7 +58,10 @@ _ARGPARSE_RU = [
 
 class _Formatter(argparse.HelpFormatter):
     def add_usage(self, usage: Any, actions: Any, groups: Any, prefix: str | None = None) -> None:
-        super().add_usage(usage, actions, groups, prefix or tr("использование: ", "usage: "))
+        # prefix "" is argparse working out a sub-command's prog: kept empty.
+        super().add_usage(
+            usage, actions, groups, tr("использование: ", "usage: ") if prefix is None else prefix
+        )
 
 
 class Parser(argparse.ArgumentParser):
@@ -68,9 +71,14 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _Formatter)
         add_help = kwargs.get("add_help", True)
         kwargs["add_help"] = False  # our own -h, in the user's language
+        parents: list[argparse.ArgumentParser] = kwargs.pop("parents", [])
         super().__init__(*args, **kwargs)
+        # The titles before the parents' options come in: argparse merges groups by title.
         self._positionals.title = tr("аргументы", "positional arguments")
         self._optionals.title = tr("параметры", "options")
+        for parent in parents:  # what ArgumentParser(parents=...) does
+            self._add_container_actions(parent)
+            self._defaults.update(parent._defaults)
         if add_help:
             self.add_argument(
                 "-h",
@@ -157,7 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
         "number", metavar=tr("НОМЕР", "NUMBER"), help=tr("например 79991234567", "e.g. 79991234567")
     )
     call.add_argument(
-        "--timeout", type=float, default=None, help=tr("сдаться через N секунд", "give up after N seconds")
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="N",
+        help=tr("сдаться через N секунд", "give up after N seconds"),
     )
     cb = sub.add_parser(
         "callback",
@@ -168,21 +180,30 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     cb.add_argument(
-        "--employee", required=True, help=tr("внутренний номер, например 101", "extension, e.g. 101")
+        "--employee",
+        required=True,
+        metavar=tr("ДОБ", "EXT"),
+        help=tr("внутренний номер, например 101", "extension, e.g. 101"),
     )
     cb.add_argument(
         "--client",
         required=True,
+        metavar=tr("НОМЕР", "NUMBER"),
         help=tr("номер клиента, например 79004443322", "client number, e.g. 79004443322"),
     )
     cb.add_argument(
         "--from",
         dest="did",
         default=None,
+        metavar="DID",
         help=tr("наш номер (DID), который увидит клиент", "our number (DID) shown to the client"),
     )
     cb.add_argument(
-        "--timeout", type=float, default=None, help=tr("сдаться через N секунд", "give up after N seconds")
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="N",
+        help=tr("сдаться через N секунд", "give up after N seconds"),
     )
     sub.add_parser(
         "status",
@@ -221,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     ob.add_argument(
         "--sink",
         default=None,
+        metavar=tr("ПОЛУЧАТЕЛЬ", "SINK"),
         help=tr(
             "повторить неудавшиеся доставки только этого получателя", "retry only this sink's dead deliveries"
         ),
@@ -229,12 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--days",
         type=float,
         default=7.0,
+        metavar="N",
         help=tr("purge: доставленные записи старше N дней", "purge: delivered records older than N days"),
     )
     ob.add_argument(
         "--limit",
         type=int,
         default=50,
+        metavar="N",
         help=tr("list: не больше N строк на состояние", "list: at most N rows per state"),
     )
     jb = sub.add_parser(
@@ -249,13 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
     jb.add_argument(
         "--kind",
         default=None,
+        metavar=tr("ВИД", "KIND"),
         help=tr(
             "повторить только задания этого вида (например click2call)",
             "retry only this kind of job (e.g. click2call)",
         ),
     )
     jb.add_argument(
-        "--limit", type=int, default=50, help=tr("list: не больше N строк", "list: at most N rows")
+        "--limit",
+        type=int,
+        default=50,
+        metavar="N",
+        help=tr("list: не больше N строк", "list: at most N rows"),
     )
     asterisk.add_parser(sub)
     return p
