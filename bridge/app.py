@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import signal
 import sqlite3
@@ -24,6 +25,7 @@ from bridge import systemd
 from bridge.calls.records import CallRecord
 from bridge.config import Config
 from bridge.http import peers
+from bridge.http.preflight import held_by_daemon
 from bridge.http.server import HttpLimits, HttpServer
 from bridge.i18n import tr
 from bridge.outbox.sink import Sink
@@ -195,6 +197,19 @@ class App:
             await self.http_server.start()
         except OSError as e:  # port in use, an address not of this machine, a name that does not resolve
             h = self.cfg.http
+            if e.errno == errno.EADDRINUSE and await held_by_daemon(h.bind, h.port):
+                raise StartupError(
+                    tr(
+                        f"порт {h.bind}:{h.port} занят: там уже работает novofon-bridge",
+                        f"port {h.bind}:{h.port} is taken: a novofon-bridge already runs there",
+                    ),
+                    tr(
+                        "второй экземпляр не нужен: systemctl status novofon-bridge (или другой http.port и "
+                        "storage.dir для второго)",
+                        "a second one is not needed: systemctl status novofon-bridge (or give the second "
+                        "its own http.port and storage.dir)",
+                    ),
+                ) from None
             raise StartupError(*listen_problem(e, h.bind, h.port, "http")) from None
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -7,6 +7,8 @@ import asyncio
 import os
 import socket
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from bridge.cli import outbox as outbox_cli
 from bridge.cli.main import main
 from tests.fakes.ami import FakeAmi
+from tests.helpers import until
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -34,6 +37,7 @@ async def cli(*args: str, lang: str = "C.UTF-8", timeout: float = 60) -> tuple[i
 
 def config(tmp_path: Path, *, ami_port: int = 1, ami_secret: str = "x", extra: str = "") -> Path:
     """A config in tmp_path: its own storage, no HTTP unless ``extra`` says so."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "config.yaml"
     path.write_text(
         f"asterisk:\n  ami:\n    host: 127.0.0.1\n    port: {ami_port}\n    secret: {ami_secret}\n"
@@ -67,6 +71,41 @@ async def test_run_port_in_use(tmp_path: Path, busy_port: int) -> None:
     assert code == 1
     assert f"ошибка: порт 127.0.0.1:{busy_port} уже занят другой программой" in err
     assert f"ss -ltnp 'sport = :{busy_port}'" in err and "http.port" in err
+
+
+async def test_run_a_second_daemon_on_the_same_port(tmp_path: Path) -> None:
+    port = free_port()
+    first = config(tmp_path / "first", extra=f"http:\n  port: {port}\n")
+    env = {**os.environ, "NOVOFON_BRIDGE_ENV": os.devnull}
+    daemon = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "run", "-c", str(first), cwd=REPO, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await until(lambda: answers_healthz(port), timeout=20)
+        second = config(tmp_path / "second", extra=f"http:\n  port: {port}\n")
+        code, _, err = await cli("run", "-c", str(second))
+    finally:
+        daemon.terminate()
+        await daemon.wait()
+    assert code == 1
+    assert f"порт 127.0.0.1:{port} занят: там уже работает novofon-bridge" in err
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def answers_healthz(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+            return resp.status in (200, 503)
+    except urllib.error.HTTPError as e:
+        return e.code == 503
+    except OSError:
+        return False
 
 
 async def test_run_bad_bind_address(tmp_path: Path) -> None:
