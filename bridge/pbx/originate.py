@@ -28,7 +28,7 @@ from bridge.errors import PermanentFailure, RetryLater
 from bridge.pbx.ami import AmiConnection, AmiSupervisor
 from bridge.pbx.ami_protocol import AmiError, AmiMessage, UnsafeAction
 from bridge.pbx.follow import CallFollower, Outcome, Printer
-from bridge.pbx.permissions import ActionRefused, refused
+from bridge.pbx.permissions import PERMISSION_DENIED, ActionRefused, refused
 from bridge.pbx.pipeline import ami_settings
 
 log = structlog.get_logger("bridge.originate")
@@ -145,7 +145,7 @@ class PbxActions:
         regs = await self.conn.action("PJSIPShowRegistrationsOutbound")
         chans = await self.conn.action("CoreShowChannels")
         for action, answer in (("PJSIPShowRegistrationsOutbound", regs), ("CoreShowChannels", chans)):
-            if not answer.ok:  # "Permission denied" is a missing class in manager.conf, said as such
+            if answer.message == PERMISSION_DENIED:  # a missing class in manager.conf, said as such
                 raise ActionRefused(action, answer, self.conn.settings.username)
         registrations = {
             e.get("ObjectName", "?"): e.get("Status", "?")
