@@ -1,4 +1,8 @@
-"""novofon-bridge check | status | call | callback: the PBX over an AMI connection of the CLI's own."""
+"""novofon-bridge status | call | callback: the PBX over an AMI connection of the CLI's own.
+
+(``check`` is the preflight: bridge/cli/preflight.py.) Every AMI failure is said with its real
+cause (bridge/pbx/diagnose.py): nothing listening, not AMI, a wrong password, a missing class.
+"""
 
 from __future__ import annotations
 
@@ -10,48 +14,35 @@ from bridge.calls.numbers import InvalidNumber
 from bridge.cli import agi
 from bridge.cli.common import EXIT_AMI, say
 from bridge.config import Config
-from bridge.integrations.bitrix24.checks import check_portal
+from bridge.i18n import tr
 from bridge.pbx.ami_protocol import AmiError
+from bridge.pbx.diagnose import ami_failure
 from bridge.pbx.originate import PbxActions, checked_callback, checked_test_number
+from bridge.pbx.permissions import ActionRefused
+from bridge.pbx.pipeline import ami_settings
 
 EXIT_USAGE = 2  # as argparse: the arguments themselves are wrong
 
 
 async def with_pbx(cfg: Config, work: Callable[[PbxActions], Awaitable[int]]) -> int:
-    """Open an AMI connection of our own for one command; exit 3 when AMI is unreachable."""
+    """Open an AMI connection of our own for one command; exit 3 when AMI cannot be used."""
     try:
         actions = await PbxActions.open(cfg)
     except AmiError as e:
-        print(f"AMI: нет подключения — {e}", file=sys.stderr)
+        problem, fix = ami_failure(e, ami_settings(cfg))
+        print(f"AMI: {problem}. {tr('Что сделать', 'Fix')}: {fix}", file=sys.stderr)
         return EXIT_AMI
     try:
         return await work(actions)
+    except ActionRefused as e:  # a missing class in manager.conf: named, with the line to change
+        print(f"AMI: {e}", file=sys.stderr)
+        return EXIT_AMI
+    except AmiError as e:
+        problem, fix = ami_failure(e, ami_settings(cfg))
+        print(f"AMI: {problem}. {tr('Что сделать', 'Fix')}: {fix}", file=sys.stderr)
+        return EXIT_AMI
     finally:
         await actions.close()
-
-
-async def check(cfg: Config, connect: bool) -> int:
-    print(f"{cfg.source}: конфигурация в порядке")
-    if not connect:
-        return 0
-    agi_ok = await agi.check_port(cfg)
-
-    notes: list[str] | None = [] if cfg.agi.enabled else None
-    bitrix = []
-    if cfg.sinks.bitrix24.enabled:
-        bitrix = await check_portal(cfg.sinks.bitrix24, cfg.outbox_path, notes)
-    for problem in bitrix:
-        print(f"Bitrix24: {problem}", file=sys.stderr)
-    for note in notes or []:
-        print(f"Bitrix24: {note}")
-
-    async def login(actions: PbxActions) -> int:
-        status = await actions.status()
-        print(f"AMI: вход выполнен ({cfg.asterisk.ami.host}:{cfg.asterisk.ami.port}, {status.banner})")
-        await agi.check_modules(cfg, actions.conn)
-        return 0 if agi_ok and not bitrix else 1
-
-    return await with_pbx(cfg, login)
 
 
 async def status(actions: PbxActions) -> int:

@@ -28,6 +28,7 @@ from bridge.errors import PermanentFailure, RetryLater
 from bridge.pbx.ami import AmiConnection, AmiSupervisor
 from bridge.pbx.ami_protocol import AmiError, AmiMessage, UnsafeAction
 from bridge.pbx.follow import CallFollower, Outcome, Printer
+from bridge.pbx.permissions import PERMISSION_DENIED, ActionRefused, refused
 from bridge.pbx.pipeline import ami_settings
 
 log = structlog.get_logger("bridge.originate")
@@ -84,7 +85,8 @@ class PbxActions:
                 },
             )
             if not result.ok:
-                follower.finish(f"Asterisk отказал в вызове: {result.message}")
+                user = self.conn.settings.username
+                follower.finish(f"Asterisk отказал в вызове: {refused('Originate', result, user)}")
                 return follower.outcome
             try:
                 async with asyncio.timeout(timeout):
@@ -142,6 +144,9 @@ class PbxActions:
     async def status(self) -> PbxStatus:
         regs = await self.conn.action("PJSIPShowRegistrationsOutbound")
         chans = await self.conn.action("CoreShowChannels")
+        for action, answer in (("PJSIPShowRegistrationsOutbound", regs), ("CoreShowChannels", chans)):
+            if answer.message == PERMISSION_DENIED:  # a missing class in manager.conf, said as such
+                raise ActionRefused(action, answer, self.conn.settings.username)
         registrations = {
             e.get("ObjectName", "?"): e.get("Status", "?")
             for e in regs.events
@@ -231,7 +236,9 @@ class Originator:
             raise RetryLater(f"AMI: {e}") from e
         if not result.ok:
             self._pending.pop(chan, None)
-            raise PermanentFailure(f"Asterisk refused the call: {result.message}")
+            raise PermanentFailure(
+                f"Asterisk refused the call: {refused('Originate', result, conn.settings.username)}"
+            )
 
     def on_records(self, records: list[CallRecord]) -> None:
         """The trunk was dialled: the tracker follows the call from here on."""
