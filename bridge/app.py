@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import signal
+import sqlite3
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, cast, runtime_checkable
 
 import structlog
@@ -22,9 +25,12 @@ from bridge import systemd
 from bridge.calls.records import CallRecord
 from bridge.config import Config
 from bridge.http import peers
+from bridge.http.preflight import held_by_daemon
 from bridge.http.server import HttpLimits, HttpServer
+from bridge.i18n import tr
 from bridge.outbox.sink import Sink
 from bridge.redact import Redactor
+from bridge.startup import StartupError, listen_problem, require_storage, storage_failed
 from bridge.supervisor import Supervisor
 from bridge.wiring import build
 
@@ -200,6 +206,28 @@ class App:
             await asyncio.sleep(STATUS_INTERVAL)
 
     # -- lifecycle -----------------------------------------------------------------------------
+    async def _start_http(self) -> None:
+        if self.http_server is None:
+            return
+        try:
+            await self.http_server.start()
+        except OSError as e:  # port in use, an address not of this machine, a name that does not resolve
+            h = self.cfg.http
+            if e.errno == errno.EADDRINUSE and await held_by_daemon(h.bind, h.port):
+                raise StartupError(
+                    tr(
+                        f"порт {h.bind}:{h.port} занят: там уже работает novofon-bridge",
+                        f"port {h.bind}:{h.port} is taken: a novofon-bridge already runs there",
+                    ),
+                    tr(
+                        "второй экземпляр не нужен: systemctl status novofon-bridge (или другой http.port и "
+                        "storage.dir для второго)",
+                        "a second one is not needed: systemctl status novofon-bridge (or give the second "
+                        "its own http.port and storage.dir)",
+                    ),
+                ) from None
+            raise StartupError(*listen_problem(e, h.bind, h.port, "http")) from None
+
     async def run(self, stop: asyncio.Event) -> None:
         log.info(
             "bridge.starting",
@@ -208,10 +236,10 @@ class App:
             sinks=self.dispatcher.sink_names,
             outbox=str(self.cfg.outbox_path),
         )
-        self.supervisor.start()
         try:
-            if self.http_server is not None:
-                await self.http_server.start()
+            # The port first: when it cannot be had, nothing else has started yet.
+            await self._start_http()
+            self.supervisor.start()
             systemd.notify("READY=1")
             await stop.wait()
         finally:
@@ -247,5 +275,25 @@ async def run_daemon(cfg: Config) -> None:
             app.reopen_files()
 
     loop.add_signal_handler(signal.SIGHUP, hangup)
-    app = App(cfg)
+    app = build_app(cfg)
     await app.run(stop)
+
+
+def build_app(cfg: Config) -> App:
+    """The App, or a StartupError that names the real cause (a storage folder that is a file or
+    not writable, a database that does not open, a file a sink writes that cannot be created)."""
+    folder = Path(cfg.storage.dir)
+    require_storage(folder)
+    try:
+        return App(cfg)
+    except sqlite3.Error as e:
+        raise storage_failed(folder, e) from None
+    except OSError as e:
+        where = e.filename or folder
+        raise StartupError(
+            tr(f"не удалось открыть {where}: {e.strerror or e}", f"cannot open {where}: {e.strerror or e}"),
+            tr(
+                "проверьте, что папка существует и пользователь службы может в неё писать",
+                "check that the folder exists and the service user can write to it",
+            ),
+        ) from None

@@ -7,6 +7,7 @@ errors, so a typo never passes silently. Defaults live here, in code; config.yam
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import typing
@@ -21,6 +22,7 @@ import yaml
 from bridge.calls.numbers import InvalidNumber, check_extension, is_ascii_digits
 from bridge.errors import SettingsError
 from bridge.http import peers
+from bridge.i18n import tr
 from bridge.integrations.bitrix24.settings import Bitrix24Settings
 from bridge.integrations.local.settings import ConsoleSettings, JsonlSettings
 from bridge.integrations.novofon.settings import NovofonSettings, WebhookSettings, validate_webhooks
@@ -209,8 +211,12 @@ def _interpolate(value: str, file: str, key: str, env: typing.Mapping[str, str])
         raise ConfigError(
             file,
             key,
-            f"environment variable {name} is not set "
-            f"(set it, e.g. in /etc/novofon-bridge/env, or write ${{{name}:-default}})",
+            tr(
+                f"не задана переменная окружения {name} (задайте её, например в /etc/novofon-bridge/env, "
+                f"или напишите ${{{name}:-значение_по_умолчанию}})",
+                f"environment variable {name} is not set "
+                f"(set it, e.g. in /etc/novofon-bridge/env, or write ${{{name}:-default}})",
+            ),
         )
 
     return _ENV.sub(sub, value)
@@ -219,14 +225,29 @@ def _interpolate(value: str, file: str, key: str, env: typing.Mapping[str, str])
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+        return tr("одно из ", "one of ") + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    if origin is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(tp, str(tp))
+        return tr(
+            f"список ({_type_name(typing.get_args(tp)[0])})",
+            f"a list of {_type_name(typing.get_args(tp)[0])}",
+        )
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return _mapping()
+    names = {
+        str: tr("строка", "a string"),
+        int: tr("целое число", "an integer"),
+        float: tr("число", "a number"),
+        bool: tr("true или false", "true or false"),
+    }
+    return names.get(tp, str(tp))
+
+
+def _mapping() -> str:
+    return tr("раздел (ключ: значение)", "a mapping")
+
+
+def _expected(what: str, value: Any) -> str:
+    return tr(f"ожидается {what}, а указано {value!r}", f"expected {what}, got {value!r}")
 
 
 def _convert(value: Any, tp: Any, file: str, key: str, env: typing.Mapping[str, str]) -> Any:
@@ -237,20 +258,20 @@ def _convert(value: Any, tp: Any, file: str, key: str, env: typing.Mapping[str, 
         return _build(tp, value, file, key, env)
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ConfigError(file, key, f"expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(file, key, _expected(_type_name(tp), value))
         return value
     if origin is list:
         (item,) = typing.get_args(tp)
         if isinstance(value, (str, int)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, list):
-            raise ConfigError(file, key, f"expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(file, key, _expected(_type_name(tp), value))
         return [_convert(v, item, file, f"{key}[{i}]", env) for i, v in enumerate(value)]
     if origin is dict:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise ConfigError(file, key, f"expected a mapping, got {value!r}")
+            raise ConfigError(file, key, _expected(_mapping(), value))
         item_type = typing.get_args(tp)[1]
         return {str(k): _convert(v, item_type, file, f"{key}.{k}", env) for k, v in value.items()}
     if tp is bool:
@@ -258,17 +279,17 @@ def _convert(value: Any, tp: Any, file: str, key: str, env: typing.Mapping[str, 
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
             return value.lower() in ("true", "yes", "on", "1")
-        raise ConfigError(file, key, f"expected true or false, got {value!r}")
+        raise ConfigError(file, key, _expected(_type_name(bool), value))
     if tp in (int, float):
         if isinstance(value, bool):
-            raise ConfigError(file, key, f"expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(file, key, _expected(_type_name(tp), value))
         try:
             return tp(value)
         except (TypeError, ValueError):
-            raise ConfigError(file, key, f"expected {_type_name(tp)}, got {value!r}") from None
+            raise ConfigError(file, key, _expected(_type_name(tp), value)) from None
     if tp is str:
         if isinstance(value, (dict, list)) or value is None:
-            raise ConfigError(file, key, f"expected a string, got {value!r}")
+            raise ConfigError(file, key, _expected(_type_name(str), value))
         return str(value)
     raise TypeError(f"unsupported config type {tp}")  # pragma: no cover - a bug in this module
 
@@ -277,7 +298,7 @@ def _build(cls: Any, data: Any, file: str, prefix: str, env: typing.Mapping[str,
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(file, prefix, f"expected a mapping, got {data!r}")
+        raise ConfigError(file, prefix, _expected(_mapping(), data))
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
     kwargs: dict[str, Any] = {}
@@ -286,8 +307,13 @@ def _build(cls: Any, data: Any, file: str, prefix: str, env: typing.Mapping[str,
         path = f"{prefix}.{key}" if prefix else key
         if key not in fields:
             close = _closest(key, fields)
-            hint = f" (did you mean {close!r}?)" if close else f" (known keys: {', '.join(sorted(fields))})"
-            raise ConfigError(file, path, f"unknown key{hint}")
+            known = ", ".join(sorted(fields))
+            hint = (
+                tr(f" (может быть, {close!r}?)", f" (did you mean {close!r}?)")
+                if close
+                else tr(f" (известные ключи: {known})", f" (known keys: {known})")
+            )
+            raise ConfigError(file, path, tr("неизвестный ключ", "unknown key") + hint)
         kwargs[key] = _convert(value, hints[key], file, path, env)
     return cls(**kwargs)
 
@@ -307,16 +333,27 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             f,
             "pbx.timezone",
-            f"unknown time zone {cfg.pbx.timezone!r} (expected an IANA name such as Europe/Moscow)",
+            tr(
+                f"неизвестный часовой пояс {cfg.pbx.timezone!r} (нужно имя IANA, например Europe/Moscow)",
+                f"unknown time zone {cfg.pbx.timezone!r} (expected an IANA name such as Europe/Moscow)",
+            ),
         ) from None
     try:
         re.compile(cfg.asterisk.internal_extensions)
     except re.error as e:
-        raise ConfigError(f, "asterisk.internal_extensions", f"not a valid regular expression: {e}") from None
+        raise ConfigError(
+            f,
+            "asterisk.internal_extensions",
+            tr(f"ошибка в регулярном выражении: {e}", f"not a valid regular expression: {e}"),
+        ) from None
     if not cfg.asterisk.trunk_endpoints:
-        raise ConfigError(f, "asterisk.trunk_endpoints", "expected at least one PJSIP endpoint name")
+        raise ConfigError(
+            f,
+            "asterisk.trunk_endpoints",
+            tr("нужно хотя бы одно имя эндпоинта PJSIP", "expected at least one PJSIP endpoint name"),
+        )
     if not 0 < cfg.asterisk.ami.port < 65536:
-        raise ConfigError(f, "asterisk.ami.port", f"expected a TCP port 1-65535, got {cfg.asterisk.ami.port}")
+        raise ConfigError(f, "asterisk.ami.port", _port_expected(cfg.asterisk.ami.port, False))
     ami = cfg.asterisk.ami
     for name in (
         "connect_timeout",
@@ -326,27 +363,51 @@ def _validate(cfg: Config) -> None:
         "reconnect_max_delay",
     ):
         if getattr(ami, name) <= 0:
-            raise ConfigError(f, f"asterisk.ami.{name}", "expected a positive number of seconds")
+            raise ConfigError(
+                f,
+                f"asterisk.ami.{name}",
+                tr("ожидается положительное число секунд", "expected a positive number of seconds"),
+            )
     for name in ("retry_base", "retry_cap", "max_age", "send_timeout", "keep_days"):
         if getattr(cfg.outbox, name) <= 0:
-            raise ConfigError(f, f"outbox.{name}", "expected a positive number")
+            raise ConfigError(
+                f, f"outbox.{name}", tr("ожидается положительное число", "expected a positive number")
+            )
     if not 1 <= cfg.outbox.parallel_calls <= 100:
-        raise ConfigError(f, "outbox.parallel_calls", "expected 1..100 calls delivered at once per sink")
+        raise ConfigError(
+            f,
+            "outbox.parallel_calls",
+            tr(
+                "ожидается 1..100 звонков одновременно на получателя",
+                "expected 1..100 calls delivered at once per sink",
+            ),
+        )
     if ami.reconnect_min_delay > ami.reconnect_max_delay:
-        raise ConfigError(f, "asterisk.ami.reconnect_min_delay", "must not exceed reconnect_max_delay")
+        raise ConfigError(
+            f,
+            "asterisk.ami.reconnect_min_delay",
+            tr("не может быть больше reconnect_max_delay", "must not exceed reconnect_max_delay"),
+        )
     _validate_ari(cfg)
     if not 3 <= cfg.pbx.employee_ring_timeout <= 300:
-        raise ConfigError(f, "pbx.employee_ring_timeout", "expected 3..300 seconds")
+        raise ConfigError(
+            f, "pbx.employee_ring_timeout", tr("ожидается 3..300 секунд", "expected 3..300 seconds")
+        )
     if not is_ascii_digits(cfg.pbx.country_code):
-        raise ConfigError(f, "pbx.country_code", f"expected digits such as 7, got {cfg.pbx.country_code!r}")
+        raise ConfigError(
+            f,
+            "pbx.country_code",
+            tr(
+                f"ожидаются цифры, например 7, а указано {cfg.pbx.country_code!r}",
+                f"expected digits such as 7, got {cfg.pbx.country_code!r}",
+            ),
+        )
     _validate_sinks(cfg)
     _validate_agi(cfg)
     if not 0 <= cfg.http.port < 65536:
-        raise ConfigError(
-            f, "http.port", f"expected a TCP port 1-65535 (0: any free one), got {cfg.http.port}"
-        )
+        raise ConfigError(f, "http.port", _port_expected(cfg.http.port, True))
     if not 1 <= cfg.http.max_body_kb <= 10240:
-        raise ConfigError(f, "http.max_body_kb", "expected 1..10240 (KiB)")
+        raise ConfigError(f, "http.max_body_kb", tr("ожидается 1..10240 (КиБ)", "expected 1..10240 (KiB)"))
     _validate_http(cfg)
     for ext in cfg.directory.employees:
         try:
@@ -355,11 +416,54 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(
                 f,
                 f"directory.employees.{ext!a}",
-                "not an extension by asterisk.internal_extensions (ASCII digits only, the whole key)",
+                tr(
+                    "это не внутренний номер по asterisk.internal_extensions (только цифры ASCII, весь ключ)",
+                    "not an extension by asterisk.internal_extensions (ASCII digits only, the whole key)",
+                ),
             ) from None
     for did in cfg.pbx.lines:
         if not is_ascii_digits(did):
-            raise ConfigError(f, f"pbx.lines.{did}", "expected the DID as digits only, e.g. 74951234567")
+            raise ConfigError(
+                f,
+                f"pbx.lines.{did}",
+                tr(
+                    "номер линии (DID) пишется только цифрами, например 74951234567",
+                    "expected the DID as digits only, e.g. 74951234567",
+                ),
+            )
+
+
+def _port_expected(port: int, zero_ok: bool) -> str:
+    zero = tr(" (0: любой свободный)", " (0: any free one)") if zero_ok else ""
+    return tr(
+        f"ожидается TCP-порт 1-65535{zero}, а указано {port}",
+        f"expected a TCP port 1-65535{zero}, got {port}",
+    )
+
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
+
+
+def bind_address_problem(bind: str) -> str | None:
+    """Why ``bind`` cannot be an address to listen on (None: it can). Whether a host name resolves
+    and whether the address belongs to this machine is found out when the port is opened."""
+    try:
+        ipaddress.ip_address(bind)
+        return None
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", bind):
+        return tr(
+            f"{bind!r} — не IPv4-адрес (четыре числа 0-255 через точку, например 127.0.0.1 или 0.0.0.0)",
+            f"{bind!r} is not an IPv4 address (four numbers 0-255 with dots, e.g. 127.0.0.1 or 0.0.0.0)",
+        )
+    if ":" in bind or not _HOSTNAME.fullmatch(bind):
+        return tr(
+            f"{bind!r} — не IP-адрес и не имя хоста (например 127.0.0.1, 0.0.0.0 или ::)",
+            f"{bind!r} is neither an IP address nor a host name (e.g. 127.0.0.1, 0.0.0.0 or ::)",
+        )
+    return None
 
 
 _ARI_APP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -369,44 +473,88 @@ def _validate_ari(cfg: Config) -> None:
     ari, f = cfg.asterisk.ari, cfg.source
     url = urlparse(ari.url)
     if url.scheme not in ("http", "https") or not url.hostname:
-        raise ConfigError(f, "asterisk.ari.url", f"expected http://HOST:PORT/ari, got {ari.url!r}")
+        raise ConfigError(
+            f,
+            "asterisk.ari.url",
+            tr(
+                f"ожидается http://ХОСТ:ПОРТ/ari, а указано {ari.url!r}",
+                f"expected http://HOST:PORT/ari, got {ari.url!r}",
+            ),
+        )
     if url.username or url.password:
         raise ConfigError(
-            f, "asterisk.ari.url", "put no user or password in the URL: use asterisk.ari.username/password"
+            f,
+            "asterisk.ari.url",
+            tr(
+                "не пишите пользователя и пароль в адресе: для них asterisk.ari.username/password",
+                "put no user or password in the URL: use asterisk.ari.username/password",
+            ),
         )
     if not _ARI_APP.fullmatch(ari.app):
         raise ConfigError(
             f,
             "asterisk.ari.app",
-            f"expected letters, digits, '.', '_' or '-' (e.g. novofon-bridge), got {ari.app!r}",
+            tr(
+                f"ожидаются латинские буквы, цифры, '.', '_' или '-' (например novofon-bridge), "
+                f"а указано {ari.app!r}",
+                f"expected letters, digits, '.', '_' or '-' (e.g. novofon-bridge), got {ari.app!r}",
+            ),
         )
 
 
 def _validate_agi(cfg: Config) -> None:
     a, f = cfg.agi, cfg.source
     if not 0 <= a.port < 65536:
-        raise ConfigError(f, "agi.port", f"expected a TCP port 1-65535 (0: any free one), got {a.port}")
+        raise ConfigError(
+            f,
+            "agi.port",
+            tr(
+                f"ожидается TCP-порт 1-65535 (0: любой свободный), указано {a.port}",
+                f"expected a TCP port 1-65535 (0: any free one), got {a.port}",
+            ),
+        )
     if not 1 <= a.budget_ms <= 5000:
         raise ConfigError(
-            f, "agi.budget_ms", "expected 1..5000 milliseconds (a call waits this long at most)"
+            f,
+            "agi.budget_ms",
+            tr(
+                "ожидается 1..5000 миллисекунд (дольше звонок не ждёт)",
+                "expected 1..5000 milliseconds (a call waits this long at most)",
+            ),
         )
     if a.sticky_days < 0:
-        raise ConfigError(f, "agi.sticky_days", "expected days >= 0 (0: no routing by our own history)")
+        raise ConfigError(
+            f,
+            "agi.sticky_days",
+            tr(
+                "ожидается число дней >= 0 (0: без маршрутизации по нашей истории)",
+                "expected days >= 0 (0: no routing by our own history)",
+            ),
+        )
     if not 1 <= a.route_timeout <= 600:
-        raise ConfigError(f, "agi.route_timeout", "expected 1..600 seconds")
+        raise ConfigError(f, "agi.route_timeout", tr("ожидается 1..600 секунд", "expected 1..600 seconds"))
 
 
 def _validate_http(cfg: Config) -> None:
     h, f = cfg.http, cfg.source
+    problem = bind_address_problem(h.bind)
+    if problem:
+        raise ConfigError(f, "http.bind", problem)
     for name in ("header_timeout", "body_timeout"):
         if not 0 < getattr(h, name) <= 3600:
-            raise ConfigError(f, f"http.{name}", "expected a number of seconds, 0 < N <= 3600")
+            raise ConfigError(
+                f,
+                f"http.{name}",
+                tr("ожидается число секунд, 0 < N <= 3600", "expected a number of seconds, 0 < N <= 3600"),
+            )
     if not 1 <= h.max_connections <= 100_000:
-        raise ConfigError(f, "http.max_connections", "expected 1..100000")
+        raise ConfigError(f, "http.max_connections", tr("ожидается 1..100000", "expected 1..100000"))
     try:
         peers.networks(h.trusted_proxies)
     except ValueError as e:
-        raise ConfigError(f, "http.trusted_proxies", str(e)) from None
+        raise ConfigError(
+            f, "http.trusted_proxies", tr(f"ожидаются IP-адреса или сети (CIDR): {e}", str(e))
+        ) from None
 
 
 def _validate_sinks(cfg: Config) -> None:
@@ -431,7 +579,8 @@ def _validate_sinks(cfg: Config) -> None:
 
 def _validate_paths(cfg: Config) -> None:
     """Each HTTP path has one owner: a configured path may not shadow another route."""
-    taken = {p: "a built-in route" for p in ("/call", "/sms", "/smsc", "/status", "/healthz")}
+    builtin = tr("встроенный путь", "a built-in route")
+    taken = {p: builtin for p in ("/call", "/sms", "/smsc", "/status", "/healthz")}
     b, t = cfg.sinks.bitrix24, cfg.sinks.telegram
     if b.enabled:
         taken[b.events_path] = "sinks.bitrix24.events_path"
@@ -441,7 +590,10 @@ def _validate_paths(cfg: Config) -> None:
             raise ConfigError(
                 cfg.source,
                 "sinks.telegram.webhook_url",
-                f"its path {path} is already served ({taken[path]}): give the bot a path of its own",
+                tr(
+                    f"путь {path} уже занят ({taken[path]}): дайте боту отдельный путь",
+                    f"its path {path} is already served ({taken[path]}): give the bot a path of its own",
+                ),
             )
 
 
@@ -451,13 +603,15 @@ def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:
     line = data.count(b"\n", 0, e.start) + 1
     try:
         data.decode("cp1251")
-        guess = ", похоже, в кодировке Windows-1251 (cp1251)"
+        guess = tr(", похоже, в кодировке Windows-1251 (cp1251)", ", apparently in Windows-1251 (cp1251)")
     except UnicodeDecodeError:
         guess = ""
-    return (
+    iconv = f"iconv -f cp1251 -t utf-8 {path} -o {path}.utf8 && mv {path}.utf8 {path}"
+    return tr(
         f"файл не в кодировке UTF-8 (строка {line}, байт 0x{data[e.start]:02x}){guess}. "
-        "Сохраните его в UTF-8 (Блокнот: «Сохранить как» → Кодировка: UTF-8) или перекодируйте: "
-        f"iconv -f cp1251 -t utf-8 {path} -o {path}.utf8 && mv {path}.utf8 {path}"
+        "Сохраните его в UTF-8 (Блокнот: «Сохранить как» → Кодировка: UTF-8) или перекодируйте: " + iconv,
+        f"the file is not UTF-8 (line {line}, byte 0x{data[e.start]:02x}){guess}. "
+        "Save it as UTF-8 (Notepad: Save As → Encoding: UTF-8) or convert it: " + iconv,
     )
 
 
@@ -475,16 +629,43 @@ def load(path: str | Path | None = None, env: typing.Mapping[str, str] | None = 
         raise ConfigError(file, "", _not_utf8(Path(path), e)) from None
     except FileNotFoundError:
         raise ConfigError(
-            file, "", "file not found (pass -c FILE or create it from the shipped config.yaml)"
+            file,
+            "",
+            tr(
+                "файл не найден (укажите -c ФАЙЛ или создайте его из config.yaml из поставки)",
+                "file not found (pass -c FILE or create it from the shipped config.yaml)",
+            ),
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            file,
+            "",
+            tr(
+                "нет прав на чтение (запустите от root: sudo, или от пользователя novofon-bridge)",
+                "permission denied (run as root: sudo, or as the novofon-bridge user)",
+            ),
         ) from None
     except OSError as e:
-        raise ConfigError(file, "", f"cannot read: {e.strerror}") from None
+        raise ConfigError(
+            file, "", tr(f"не удалось прочитать: {e.strerror}", f"cannot read: {e.strerror}")
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(file, "", f"not valid YAML: {where}{getattr(e, 'problem', e)}") from None
+        where = (
+            tr(
+                f"строка {mark.line + 1}, столбец {mark.column + 1}: ",
+                f"line {mark.line + 1}, column {mark.column + 1}: ",
+            )
+            if mark
+            else ""
+        )
+        raise ConfigError(
+            file,
+            "",
+            tr("ошибка синтаксиса YAML: ", "not valid YAML: ") + f"{where}{getattr(e, 'problem', e)}",
+        ) from None
     try:
         cfg: Config = dataclasses.replace(_build(Config, data, file, "", env), source=file)
         _validate(cfg)

@@ -119,6 +119,7 @@ def build(cfg: Config, extra_sinks: Sequence[Sink] = ()) -> Components:
     dispatcher = Dispatcher(store, [*sinks, *extra_sinks], retry_policy(cfg))
     pipeline.attach(dispatcher)
     routes = [r for p in parts.values() for r in p.routes]
+    pipeline.enrichers.extend(e for p in parts.values() for e in p.enrichers)
     router, agi = build_routing(cfg, store, directory, pipeline, parts)
     return Components(
         cfg,

@@ -7,14 +7,17 @@ import asyncio
 import contextlib
 import errno
 import socket
-import sys
 from typing import Any
 
 import aiohttp
 
 from bridge.config import Config
+from bridge.i18n import tr
 from bridge.pbx.agi import PROBE_REPLY, PROBE_SCRIPT
 from bridge.pbx.ami import AmiConnection
+from bridge.pbx.ami_protocol import AmiError
+from bridge.pbx.pipeline import ami_settings
+from bridge.preflight import Check, Context, Result
 
 # What our [novofon-route] needs in Asterisk: AGI() itself, and IFMODULE() that guards it.
 MODULES = ("res_agi", "func_module")
@@ -41,65 +44,106 @@ async def held_by_us(host: str, port: int) -> bool:
     return line.decode(errors="replace").strip() == PROBE_REPLY
 
 
-async def check_port(cfg: Config) -> bool:
-    """Print whether the daemon could listen for FastAGI; False when it could not."""
+NAME = "AGI"
+
+
+async def port(cfg: Config) -> list[Result]:
+    """Could the daemon listen for FastAGI (or does our running daemon already)?"""
     a = cfg.agi
     if not a.enabled:
-        print("AGI: выключен (agi.enabled: false)")
-        return True
+        return [Result.ok(NAME, tr("выключен (agi.enabled: false)", "off (agi.enabled: false)"))]
     address = f"{a.bind}:{a.port}"
     if a.port == 0:
-        print("AGI: порт выберется при запуске (agi.port: 0) — диалплан не узнает его, укажите порт")
-        return True
+        return [
+            Result.warning(
+                NAME,
+                tr("порт выберется при запуске (agi.port: 0)", "the port is chosen at start (agi.port: 0)"),
+                tr("укажите порт: диалплан должен его знать", "set a port: the dialplan must know it"),
+            )
+        ]
     sock = socket.socket(socket.AF_INET6 if ":" in a.bind else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the daemon's server does
         sock.bind((a.bind, a.port))
     except OSError as e:
         if e.errno == errno.EADDRINUSE and await held_by_us(_host(a.bind), a.port):
-            print(f"AGI: {address} слушает уже запущенный novofon-bridge")
-            return True
-        why = "порт занят другой программой" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
-        print(
-            f"AGI: нельзя слушать {address}: {why}. Освободите порт или укажите другой agi.port "
-            "(и тот же адрес в AGI(agi://…) диалплана)",
-            file=sys.stderr,
+            return [
+                Result.ok(
+                    NAME,
+                    tr(f"{address} слушает уже запущенный novofon-bridge", f"{address}: our running daemon"),
+                )
+            ]
+        why = (
+            tr("порт занят другой программой", "the port is taken by another program")
+            if e.errno == errno.EADDRINUSE
+            else (e.strerror or str(e))
         )
-        return False
+        return [
+            Result.error(
+                NAME,
+                tr(f"нельзя слушать {address}: {why}", f"cannot listen on {address}: {why}"),
+                tr(
+                    "освободите порт или укажите другой agi.port (и тот же адрес в AGI(agi://…) диалплана)",
+                    "free the port or set another agi.port (and the same address in the dialplan's AGI(agi://…))",
+                ),
+            )
+        ]
     finally:
         sock.close()
-    print(f"AGI: порт {address} свободен")
-    return True
+    return [Result.ok(NAME, tr(f"порт {address} свободен", f"port {address} is free"))]
 
 
-async def check_modules(cfg: Config, conn: AmiConnection) -> None:
-    """Warn when Asterisk lacks what the routing dialplan needs (calls then go unrouted).
+async def modules(cfg: Config) -> list[Result]:
+    """Does Asterisk have what the routing dialplan needs (calls otherwise go unrouted)?
 
     Asked the way the dialplan asks, with ``IFMODULE()`` through Getvar: our AMI user has no
     write=system, so ModuleCheck is "Permission denied". Without func_module, IFMODULE() itself is
     unknown and reads empty — which is exactly what makes [novofon-route] skip routing."""
     if not cfg.agi.enabled:
-        return
-    loaded: dict[str, str] = {}
-    for module in MODULES:
-        got = await conn.action("Getvar", {"Variable": f"IFMODULE({module}.so)"})
-        if not got.ok:
-            print(f"AGI: не удалось проверить модули Asterisk: {got.message}", file=sys.stderr)
-            return
-        loaded[module] = got.response.get("Value", "")
+        return []
+    name = tr("AGI: модули Asterisk", "AGI: Asterisk modules")
+    try:
+        conn = await AmiConnection.open(ami_settings(cfg))
+    except AmiError as e:
+        return [Result.warning(name, tr(f"не проверены: {e}", f"not checked: {e}"))]
+    try:
+        loaded: dict[str, str] = {}
+        for module in MODULES:
+            got = await conn.action("Getvar", {"Variable": f"IFMODULE({module}.so)"})
+            if not got.ok:
+                return [
+                    Result.warning(name, tr(f"не проверены: {got.message}", f"not checked: {got.message}"))
+                ]
+            loaded[module] = got.response.get("Value", "")
+    finally:
+        await conn.close()
     if loaded["func_module"] != "1":
         missing = ["func_module.so"]  # IFMODULE() is not there to say anything about res_agi
     else:
         missing = [f"{m}.so" for m in MODULES if loaded[m] != "1"]
     if not missing:
-        print("AGI: модули Asterisk для маршрутизации загружены (" + ", ".join(MODULES) + ")")
-        return
-    print(
-        f"AGI: в Asterisk не загружено: {', '.join(missing)} — звонки не маршрутизируются "
-        f'([novofon-route] пропускает AGI). Загрузите: asterisk -rx "module load {missing[0]}" '
-        "(res_agi требует res_speech) и добавьте в modules.conf",
-        file=sys.stderr,
-    )
+        return [Result.ok(name, tr("загружены: ", "loaded: ") + ", ".join(MODULES))]
+    return [
+        Result.warning(
+            name,
+            tr(
+                f"не загружено: {', '.join(missing)} — звонки не маршрутизируются "
+                "([novofon-route] пропускает AGI)",
+                f"not loaded: {', '.join(missing)} — calls are not routed ([novofon-route] skips AGI)",
+            ),
+            f'asterisk -rx "module load {missing[0]}" '
+            + tr(
+                "(res_agi требует res_speech) и добавьте в modules.conf",
+                "(res_agi needs res_speech), and add it to modules.conf",
+            ),
+        )
+    ]
+
+
+def checks(ctx: Context) -> list[Check]:
+    """The preflight's AGI part."""
+    cfg = ctx.cfg
+    return [Check(NAME, lambda: port(cfg), online=False), Check(NAME + " modules", lambda: modules(cfg))]
 
 
 async def daemon_status(cfg: Config) -> dict[str, Any] | None:

@@ -13,9 +13,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from bridge.cli import envfile
 from bridge.cli.common import say
+from bridge.i18n import tr
 from bridge.pbx import install
 from bridge.pbx.conf import control_socket, walk
 from bridge.pbx.install import InstallError, Plan
@@ -26,22 +28,40 @@ EXIT_REFUSED = 1
 PLACEHOLDERS = ("change-me", "change_me", "changeme")
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "asterisk",
-        help="подключить novofon-bridge к Asterisk (#include) или FreePBX (*_custom.conf) и отключить",
-        description="Подключает настройки novofon-bridge к Asterisk, не меняя ни одной существующей строки.",
+        help=tr(
+            "подключить novofon-bridge к Asterisk (#include) или FreePBX (*_custom.conf) и отключить",
+            "wire novofon-bridge into Asterisk (#include) or FreePBX (*_custom.conf), and out again",
+        ),
+        description=tr(
+            "Подключает настройки novofon-bridge к Asterisk, не меняя ни одной существующей строки.",
+            "Wires novofon-bridge's settings into Asterisk without changing a single existing line.",
+        ),
     )
     p.add_argument("action", choices=["install", "uninstall"])
     p.add_argument(
-        "--etc", default=str(DEFAULT_ETC), help=f"папка настроек Asterisk (по умолчанию {DEFAULT_ETC})"
+        "--etc",
+        default=str(DEFAULT_ETC),
+        help=tr(
+            f"папка настроек Asterisk (по умолчанию {DEFAULT_ETC})",
+            f"Asterisk's configuration folder (default {DEFAULT_ETC})",
+        ),
     )
     p.add_argument(
         "--freepbx",
         action="store_true",
-        help="FreePBX: писать только в *_custom.conf, оставленные для администратора",
+        help=tr(
+            "FreePBX: писать только в *_custom.conf, оставленные для администратора",
+            "FreePBX: write only the *_custom.conf files kept for the administrator",
+        ),
     )
-    p.add_argument("--dry-run", action="store_true", help="показать изменения (diff) и ничего не записывать")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=tr("показать изменения (diff) и ничего не записывать", "show the changes (diff), write nothing"),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,10 @@
-"""novofon-bridge check | status | call | callback: the PBX over connections of the CLI's own.
+"""novofon-bridge status | call | callback: the PBX over connections of the CLI's own.
 
 ``call`` and ``callback`` go over ARI (a Stasis application of the command's own) when
-``asterisk.ari`` is configured, over AMI otherwise; ``check`` and ``status`` use AMI and report ARI and AGI.
+``asterisk.ari`` is configured, over AMI otherwise; ``status`` uses AMI and reports ARI and AGI.
+(``check`` is the preflight: bridge/cli/preflight.py; ARI's part: bridge/pbx/ari_preflight.py.)
+Every AMI failure is said with its real cause (bridge/pbx/diagnose.py): nothing listening, not
+AMI, a wrong password, a missing class.
 """
 
 from __future__ import annotations
@@ -14,64 +17,49 @@ from collections.abc import Awaitable, Callable
 
 from bridge.calls.numbers import InvalidNumber
 from bridge.cli import agi
-from bridge.cli.common import EXIT_AMI, say
+from bridge.cli.common import EXIT_AMI, EXIT_INTERRUPTED, say
 from bridge.config import Config
-from bridge.integrations.bitrix24.checks import check_portal
+from bridge.i18n import tr
 from bridge.pbx.ami_protocol import AmiError
 from bridge.pbx.ari import AriClient, AriError, AriNotFound
 from bridge.pbx.ari_actions import AriActions
+from bridge.pbx.diagnose import ami_failure
 from bridge.pbx.originate import PbxActions, ari_settings, checked_callback, checked_test_number
+from bridge.pbx.permissions import ActionRefused
+from bridge.pbx.pipeline import ami_settings
 
 Actions = AriActions | PbxActions
 
 EXIT_USAGE = 2  # as argparse: the arguments themselves are wrong
-EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
 
 
 async def with_pbx(cfg: Config, work: Callable[[PbxActions], Awaitable[int]]) -> int:
-    """Open an AMI connection of our own for one command; exit 3 when AMI is unreachable."""
+    """Open an AMI connection of our own for one command; exit 3 when AMI cannot be used."""
     try:
         actions = await PbxActions.open(cfg)
     except AmiError as e:
-        print(f"AMI: нет подключения — {e}", file=sys.stderr)
-        return EXIT_AMI
+        return ami_failed(cfg, e)
     try:
         return await work(actions)
+    except AmiError as e:
+        return ami_failed(cfg, e)
     finally:
         await actions.close()
 
 
-async def check(cfg: Config, connect: bool) -> int:
-    print(f"{cfg.source}: конфигурация в порядке")
-    if not connect:
-        return 0
-    agi_ok = await agi.check_port(cfg)
-
-    notes: list[str] | None = [] if cfg.agi.enabled else None
-    bitrix = []
-    if cfg.sinks.bitrix24.enabled:
-        bitrix = await check_portal(cfg.sinks.bitrix24, cfg.outbox_path, notes)
-    for problem in bitrix:
-        print(f"Bitrix24: {problem}", file=sys.stderr)
-    for note in notes or []:
-        print(f"Bitrix24: {note}")
-
-    async def login(actions: PbxActions) -> int:
-        status = await actions.status()
-        print(f"AMI: вход выполнен ({cfg.asterisk.ami.host}:{cfg.asterisk.ami.port}, {status.banner})")
-        await agi.check_modules(cfg, actions.conn)
-        ari = await report_ari(cfg, daemon_expected=False)
-        return ari or (0 if agi_ok and not bitrix else 1)
-
-    return await with_pbx(cfg, login)
+def ami_failed(cfg: Config, e: AmiError) -> int:
+    """Say why AMI cannot be used, with its real cause and the fix; exit 3."""
+    if isinstance(e, ActionRefused):  # a missing class in manager.conf: named, with the line to change
+        print(f"AMI: {e}", file=sys.stderr)
+    else:
+        problem, fix = ami_failure(e, ami_settings(cfg))
+        print(f"AMI: {problem}. {tr('Что сделать', 'Fix')}: {fix}", file=sys.stderr)
+    return EXIT_AMI
 
 
-async def report_ari(cfg: Config, daemon_expected: bool = True) -> int:
-    """ARI: log in, and is the daemon's Stasis application registered? 0 yes, 1 no, 3 no ARI.
-
-    ``check`` is also the pre-flight before the service is first started (as its AGI port check,
-    which accepts a free port or our running daemon): there (``daemon_expected=False``) an
-    application not registered yet is said, not failed. ``status`` is about the running daemon."""
+async def report_ari(cfg: Config) -> int:
+    """``status``: ARI login, and is the running daemon's Stasis application registered?
+    0 yes (or ARI not used), 1 not registered, 3 no ARI."""
     a = cfg.asterisk.ari
     if not a.configured:
         why = "asterisk.ari.enabled: false" if not a.enabled else "пароль не задан (asterisk.ari.password)"
@@ -86,12 +74,6 @@ async def report_ari(cfg: Config, daemon_expected: bool = True) -> int:
             await client.application(a.app)
         except AriNotFound:
             why = "демон не запущен или не подключён к ARI (journalctl -u novofon-bridge: ari.unavailable)"
-            if not daemon_expected:
-                print(
-                    f"ARI: приложение {a.app} пока не зарегистрировано — {why}; "
-                    "запущенный демон его регистрирует"
-                )
-                return 0
             print(f"ARI: приложение {a.app} не зарегистрировано — {why}", file=sys.stderr)
             return 1
         print(f"ARI: приложение {a.app} зарегистрировано (демон подключён), звонки идут через ARI")
@@ -141,9 +123,11 @@ async def place(cfg: Config, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         actions = await open_actions(cfg)
-    except (AriError, AmiError) as e:
-        print(f"{'ARI' if isinstance(e, AriError) else 'AMI'}: нет подключения — {e}", file=sys.stderr)
+    except AriError as e:
+        print(f"ARI: {tr('нет подключения', 'cannot connect')} — {e}", file=sys.stderr)
         return EXIT_AMI
+    except AmiError as e:
+        return ami_failed(cfg, e)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     on_term = task is not None and _on_sigterm(loop, task)
@@ -154,6 +138,8 @@ async def place(cfg: Config, args: argparse.Namespace) -> int:
             task.uncancel()
         print("прервано: вызовы этой команды сброшены", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except AmiError as e:
+        return ami_failed(cfg, e)
     finally:
         if on_term:
             loop.remove_signal_handler(signal.SIGTERM)

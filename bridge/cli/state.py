@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 from bridge.config import Config
 from bridge.outbox.store import OutboxStore
+from bridge.startup import require_storage, storage_failed
 from bridge.wiring import open_store
 
 
@@ -50,8 +52,14 @@ def hand_over(path: Path) -> list[Path]:
 @contextlib.contextmanager
 def cli_store(cfg: Config) -> Iterator[OutboxStore]:
     """The outbox database as the daemon opens it (secrets masked in stored errors), its files
-    left to the state directory's owner."""
-    store = open_store(cfg)
+    left to the state directory's owner. A folder or database that cannot be used is a
+    StartupError naming the cause."""
+    folder = Path(cfg.storage.dir)
+    require_storage(folder)
+    try:
+        store = open_store(cfg)
+    except sqlite3.Error as e:
+        raise storage_failed(folder, e) from None
     hand_over(cfg.outbox_path)
     try:
         yield store

@@ -45,10 +45,12 @@ class Parts:
     tasks: dict[str, TaskFactory] = field(default_factory=dict)  # name -> run forever, supervised
     status: Callable[[], dict[str, Any]] | None = None
     responsible: ResponsibleLookup | None = None  # a CRM that knows clients' managers (AGI routing)
+    enrichers: list[Callable[[CallRecord], dict[str, str]]] = field(default_factory=list)  # extra meta
 
     def merge(self, other: Parts) -> None:
         self.responsible = self.responsible or other.responsible
         self.sinks += other.sinks
         self.routes += other.routes
         self.job_handlers.update(other.job_handlers)
+        self.enrichers += other.enrichers
         self.tasks.update(other.tasks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from bridge.errors import SettingsError
+from bridge.i18n import tr
 
 
 def url(key: str, value: str) -> None:
@@ -14,10 +15,13 @@ def url(key: str, value: str) -> None:
         start = re.match(r"[^/?#]*(//[^/?#]*)?", value)
         shown = re.sub(r"//[^@/]*@", "//***@", start.group(0) if start else "")[:40]
         rest = "/…" if start is None or len(value) > len(start.group(0)) else ""
-        raise SettingsError(key, f"expected an http(s):// URL, got {shown + rest!r}")
+        got = repr(shown + rest)
+        raise SettingsError(
+            key, tr(f"ожидается адрес http(s)://, а указано {got}", f"expected an http(s):// URL, got {got}")
+        )
 
 
 def positive(obj: object, *names: str) -> None:
     for name in names:
         if getattr(obj, name) <= 0:
-            raise SettingsError(name, "expected a positive number")
+            raise SettingsError(name, tr("ожидается положительное число", "expected a positive number"))

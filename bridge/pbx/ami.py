@@ -26,6 +26,14 @@ class AmiLoginError(AmiError):
     """Asterisk refused the user name or secret: retrying quickly will not help."""
 
 
+class AmiUnreachable(AmiError):
+    """Nothing accepted the TCP connection (refused, timed out, no route)."""
+
+
+class AmiNoBanner(AmiError):
+    """The TCP connection was accepted but no "Asterisk Call Manager" banner came in time."""
+
+
 @dataclass(frozen=True)
 class AmiSettings:
     host: str = "127.0.0.1"
@@ -65,14 +73,14 @@ class AmiConnection:
                     lambda: AmiProtocol(on_event or (lambda _m: None), events), settings.host, settings.port
                 )
         except (TimeoutError, OSError) as e:
-            raise AmiError(f"cannot connect to AMI at {settings.address}: {e or 'timeout'}") from e
+            raise AmiUnreachable(f"cannot connect to AMI at {settings.address}: {e or 'timeout'}") from e
         conn = cls(settings, protocol)
         try:
             try:
                 async with asyncio.timeout(settings.connect_timeout):
                     await asyncio.shield(protocol.banner_seen)
             except TimeoutError as e:
-                raise AmiError(
+                raise AmiNoBanner(
                     f"AMI at {settings.address} accepted the connection but sent no banner "
                     f"within {settings.connect_timeout} s (Asterisk hung?)"
                 ) from e

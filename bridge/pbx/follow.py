@@ -21,25 +21,94 @@ from bridge.calls.tracker import Role, classify_channel
 from bridge.config import Config
 from bridge.pbx.ami_protocol import AmiMessage
 
+# Q.850 hangup causes as Asterisk reports them (Hangup's Cause), and the SIP answers it maps to
+# them (chan_pjsip: 404/485/604 -> 1, 486/600 -> 17, 408 -> 18, 480 -> 19, 403/603 -> 21, 484 -> 28,
+# 503 -> 34, 488/606 -> 58, 504 -> 102 ...).
 CAUSES_RU = {
+    0: "причина не сообщена",
     1: "номер не существует",
+    2: "нет маршрута в сеть назначения",
+    3: "нет маршрута до абонента",
     16: "нормальное завершение",
     17: "занято",
-    18: "нет ответа от абонента",
+    18: "абонент не отвечает (телефон не ответил на вызов)",
     19: "нет ответа",
     20: "абонент недоступен",
     21: "вызов отклонён",
+    22: "номер изменился",
     26: "ответили на другом телефоне",
+    27: "телефон абонента неисправен или недоступен",
+    28: "неверный формат номера",
+    29: "услуга отклонена",
+    31: "нормальное завершение (без уточнения)",
     34: "нет свободных линий",
+    38: "сеть не работает",
+    41: "временный сбой",
+    42: "перегрузка оборудования",
+    44: "запрошенный канал недоступен",
+    50: "услуга не подключена",
+    52: "исходящие вызовы запрещены",
+    54: "входящие вызовы запрещены",
+    57: "нет права на этот вид связи",
+    58: "несовместимые кодеки (нет общего формата звука)",
+    65: "этот вид связи не поддерживается",
+    66: "тип канала не поддерживается",
+    69: "услуга не реализована",
+    81: "неверная ссылка на вызов",
+    88: "несовместимый получатель",
+    95: "неверное сообщение",
+    96: "не хватает обязательного элемента сообщения",
+    97: "неизвестный тип сообщения",
+    100: "неверное содержимое сообщения",
+    102: "истекло время ожидания",
+    111: "ошибка протокола",
     127: "неизвестная ошибка",
 }
+# Dial()'s DIALSTATUS (the DialEnd event's DialStatus).
 DIAL_RU = {
+    "ANSWER": "ответили",
     "BUSY": "занято",
     "NOANSWER": "нет ответа",
     "CANCEL": "вызов отменён",
     "CONGESTION": "перегрузка или отказ сети",
-    "CHANUNAVAIL": "канал недоступен (транк не зарегистрирован?)",
+    "CHANUNAVAIL": "канал недоступен (транк не зарегистрирован, эндпоинт не найден или оператор недоступен)",
+    "DONTCALL": "вызов запрещён (DONTCALL)",
+    "TORTURE": "вызов отправлен в TORTURE",
+    "INVALIDARGS": "неверные аргументы Dial()",
 }
+# The causes that only say "it ended" (no reason of their own), and the dial status each other cause
+# naturally goes with: when Dial() reports another status, the network's cause is the real one
+# (an unknown number gives cause 1 while Dial() says NOANSWER).
+_NO_REASON = frozenset({0, 16, 31, 127})
+_CAUSE_DIAL = {
+    17: "BUSY",
+    18: "NOANSWER",
+    19: "NOANSWER",
+    34: "CONGESTION",
+    42: "CONGESTION",
+    44: "CONGESTION",
+}
+
+
+def cause_text(cause: int, dial_status: str = "") -> str:
+    dial = f", Dial: {dial_status}" if dial_status else ""
+    return f"{CAUSES_RU.get(cause, 'причина ' + str(cause))} (cause {cause}{dial})"
+
+
+def dial_text(status: str) -> str:
+    return f"{DIAL_RU.get(status, status)} ({status})"
+
+
+def end_reason(dial_status: str, trunk_cause: int | None) -> str:
+    """Why an unanswered call through the trunk ended: the network's cause when it says more than
+    Dial()'s status (or disagrees with it), Dial()'s status otherwise."""
+    telling = trunk_cause is not None and trunk_cause not in _NO_REASON
+    if telling and trunk_cause is not None and _CAUSE_DIAL.get(trunk_cause) != dial_status:
+        return cause_text(trunk_cause, dial_status)
+    if dial_status:
+        return dial_text(dial_status)
+    return cause_text(trunk_cause or 0)
+
 
 Printer = Callable[[str], None]
 
@@ -184,6 +253,7 @@ class CallFollower:
         self.answered = asyncio.Event()  # the client answered: from here on no timer applies
         self.done = asyncio.Event()
         self._trunk_uid: str | None = None
+        self._dial_status = ""  # Dial()'s status towards the trunk
         self._answered_at: float | None = None
         self._seen: set[str] = set()
         self.channels: dict[str, str] = {}  # uniqueid -> channel name, for a Hangup on timeout
@@ -229,15 +299,18 @@ class CallFollower:
             if status == "ANSWER":
                 self._answer()
             else:
-                self.outcome.reason = f"{DIAL_RU.get(status, status)} ({status})"
+                self._dial_status = status
         elif name == "Hangup":
             cause = int(msg.get("Cause", "0") or 0)
             if uid == self._trunk_uid:
                 self.outcome.cause = cause
             if uid == self.linkedid:
-                if self.outcome.cause is None:
-                    self.outcome.cause = cause
-                self.finish(self.outcome.reason or self._cause_text(self.outcome.cause))
+                if self._trunk_uid is None or self.outcome.answered:
+                    if self.outcome.cause is None:
+                        self.outcome.cause = cause
+                    self.finish(self._cause_text(self.outcome.cause))
+                else:  # the trunk was dialled and did not answer: its own cause says why
+                    self.finish(end_reason(self._dial_status, self.outcome.cause))
 
     def _answer(self) -> None:
         if self._answered_at is None:
@@ -249,7 +322,7 @@ class CallFollower:
     def _cause_text(self, cause: int) -> str:
         if self.outcome.answered and cause in (0, 16):
             return "нормальное завершение"
-        return f"{CAUSES_RU.get(cause, 'причина ' + str(cause))} (cause {cause})"
+        return cause_text(cause)
 
     def finish(self, reason: str) -> None:
         if self.done.is_set():

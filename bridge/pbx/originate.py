@@ -44,6 +44,7 @@ from bridge.pbx.follow import (
     employee_disposition,
     employee_end,
 )
+from bridge.pbx.permissions import PERMISSION_DENIED, ActionRefused, refused
 from bridge.pbx.pipeline import ami_settings
 from bridge.pbx.stasis import StasisApp
 from bridge.pbx.stasis_call import StasisSettings
@@ -142,7 +143,8 @@ class PbxActions:
                 },
             )
             if not result.ok:
-                follower.finish(f"Asterisk отказал в вызове: {result.message}")
+                user = self.conn.settings.username
+                follower.finish(f"Asterisk отказал в вызове: {refused('Originate', result, user)}")
                 return follower.outcome
             if not await wait_ringing(follower.answered, follower.done, timeout):
                 await self._hangup(follower)
@@ -209,6 +211,9 @@ class PbxActions:
     async def status(self) -> PbxStatus:
         regs = await self.conn.action("PJSIPShowRegistrationsOutbound")
         chans = await self.conn.action("CoreShowChannels")
+        for action, answer in (("PJSIPShowRegistrationsOutbound", regs), ("CoreShowChannels", chans)):
+            if answer.message == PERMISSION_DENIED:  # a missing class in manager.conf, said as such
+                raise ActionRefused(action, answer, self.conn.settings.username)
         registrations = {
             e.get("ObjectName", "?"): e.get("Status", "?")
             for e in regs.events
@@ -348,7 +353,9 @@ class Originator:
         except AmiError as e:
             raise RetryLater(f"AMI: {e}") from e
         if not result.ok:
-            raise PermanentFailure(f"Asterisk refused the call: {result.message}")
+            raise PermanentFailure(
+                f"Asterisk refused the call: {refused('Originate', result, conn.settings.username)}"
+            )
 
     def on_records(self, records: list[CallRecord]) -> None:
         """The trunk was dialled: the tracker follows the call from here on."""

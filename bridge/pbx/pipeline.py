@@ -169,7 +169,7 @@ class Pipeline:
             meta["recording_file"] = str(self._recordings / f"{rec}.wav")
         for enrich in self.enrichers:
             try:
-                meta.update(enrich(r))
+                meta.update(enrich(CallRecord(r.fields, meta)))
             except Exception:  # extra meta is never worth losing the record
                 log.exception("pipeline.enricher_failed", pbx_call_id=r.pbx_call_id)
         return CallRecord(r.fields, meta) if meta != r.meta else r

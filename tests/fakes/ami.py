@@ -4,6 +4,10 @@ Used to assert what reaches the PBX from each entrance (the CLI, Bitrix24, Teleg
 is kept as parsed (``actions``) and as raw bytes (``raw``), so a smuggled second action shows up as
 an extra entry. It answers Login (secret checked), Originate ("queued"), Logoff and anything else
 with Success; it sends no call events.
+
+Privileges as Asterisk 22 applies them: with ``write`` given, an action none of whose classes
+(``PRIVS``, read from Asterisk's ListCommands) the user has is answered "Permission denied", and
+ListCommands lists only the allowed ones; FullyBooted follows the login when ``read`` has system.
 """
 
 from __future__ import annotations
@@ -15,10 +19,31 @@ from bridge.pbx.ami import AmiSettings
 
 SECRET = "fake-ami-secret"
 
+# Action -> the write classes that allow it (Asterisk 22's ListCommands "Priv:"); others: anyone.
+PRIVS = {
+    "Originate": {"originate"},
+    "Hangup": {"system", "call"},
+    "Getvar": {"call", "reporting"},
+    "CoreShowChannels": {"system", "reporting"},
+    "PJSIPShowRegistrationsOutbound": {"system", "reporting"},
+    "Command": {"command"},
+}
+REGISTERED = {"ObjectName": "novofon-reg", "Status": "Registered", "ServerUri": "sip:sip.novofon.ru:5060",
+              "Endpoint": "novofon"}  # fmt: skip
+
 
 class FakeAmi:
-    def __init__(self, secret: str = SECRET) -> None:
+    def __init__(
+        self,
+        secret: str = SECRET,
+        write: set[str] | None = None,
+        read: frozenset[str] = frozenset({"call", "system"}),
+        registrations: list[dict[str, str]] | None = None,
+    ) -> None:
         self.secret = secret
+        self.write = write  # None: every action allowed
+        self.read = read
+        self.registrations = [REGISTERED] if registrations is None else registrations
         self.connections = 0
         self.raw = b""
         self.actions: list[dict[str, str]] = []
@@ -65,9 +90,34 @@ class FakeAmi:
                 self.actions.append(fields)
                 aid = fields.get("ActionID", "")
                 action = fields.get("Action", "")
-                if action == "Login":
+                if self.write is not None and action in PRIVS and not PRIVS[action] & self.write:
+                    answer = "Error\r\nMessage: Permission denied"
+                elif action == "Login":
                     ok = fields.get("Secret") == self.secret
                     answer = "Success\r\nMessage: Authentication accepted" if ok else "Error"
+                    if ok and "system" in self.read:
+                        writer.write(f"Response: {answer}\r\nActionID: {aid}\r\n\r\n".encode())
+                        writer.write(
+                            b"Event: FullyBooted\r\nPrivilege: system,all\r\nStatus: Fully Booted\r\n\r\n"
+                        )
+                        continue
+                elif action == "ListCommands":
+                    allowed = [a for a, privs in PRIVS.items() if self.write is None or privs & self.write]
+                    lines = "".join(
+                        f"{a}: {a}.  (Priv: {','.join(sorted(PRIVS[a]))},all)\r\n" for a in allowed
+                    )
+                    answer = f"Success\r\n{lines}Ping: Keepalive command.  (Priv: <none>)"
+                elif action == "PJSIPShowRegistrationsOutbound":
+                    writer.write(f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n\r\n".encode())
+                    for reg in self.registrations:
+                        body = "".join(f"{k}: {v}\r\n" for k, v in reg.items())
+                        event = f"Event: OutboundRegistrationDetail\r\nActionID: {aid}\r\n{body}"
+                        writer.write(f"{event}\r\n".encode())
+                    done = (
+                        f"Event: OutboundRegistrationDetailComplete\r\nActionID: {aid}\r\nEventList: Complete"
+                    )
+                    writer.write(f"{done}\r\n\r\n".encode())
+                    continue
                 elif action == "Originate":
                     answer = "Success\r\nMessage: Originate successfully queued"
                 elif action == "Logoff":

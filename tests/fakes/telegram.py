@@ -78,6 +78,10 @@ def too_many_requests(retry_after: int) -> Fault:
     )
 
 
+BOT_ID = 7000000001
+BOT_USERNAME = "novofon_lab_bot"
+
+
 class FakeTelegram(FakeServer):
     def __init__(self, token: str = TOKEN, blocked: set[str] | None = None) -> None:
         super().__init__()
@@ -100,6 +104,7 @@ class FakeTelegram(FakeServer):
         self.storm_every = 0  # when set: every Nth request to a chat is a 429 (retry_after 1 s)
         self._chat_requests = 0  # method -> faults for its next calls
         self.too_early: list[tuple[str, float]] = []  # (chat, seconds early): a closed chat was hit
+        self.left: set[str] = set()  # groups the bot was removed from (getChatMember: "left")
         self._closed_until: dict[str, float] = {}
         self._update_ids = itertools.count(1)
         self._ids = itertools.count(100)
@@ -148,6 +153,9 @@ class FakeTelegram(FakeServer):
         if method in ("setWebhook", "deleteWebhook"):
             self.webhook = data if method == "setWebhook" else None
             return web.json_response({"ok": True, "result": True})
+        if method == "getMe":
+            bot = {"id": BOT_ID, "is_bot": True, "first_name": "Novofon Bridge", "username": BOT_USERNAME}
+            return web.json_response({"ok": True, "result": bot})
         if method == "answerCallbackQuery":
             if not data.get("callback_query_id"):
                 return self._error(400, "Bad Request: query is too old and response timeout expired")
@@ -163,6 +171,8 @@ class FakeTelegram(FakeServer):
         if not chat:
             return self._error(400, "Bad Request: chat_id is empty")
         if chat in self.blocked:
+            if method == "getChat":  # a user who never /started the bot is unknown to it
+                return self._error(400, "Bad Request: chat not found")
             return self._error(403, "Forbidden: bot can't initiate conversation with a user")
         if chat in self.migrated:
             return web.json_response(
@@ -176,6 +186,15 @@ class FakeTelegram(FakeServer):
             )
         if self.known_chats is not None and chat not in self.known_chats:
             return self._error(400, "Bad Request: chat not found")
+        if method == "getChat":
+            kind = "supergroup" if chat.startswith("-100") else "group" if chat.startswith("-") else "private"
+            info = {"id": int(chat), "type": kind}
+            info.update({"title": f"Group {chat}"} if kind != "private" else {"first_name": f"User {chat}"})
+            return web.json_response({"ok": True, "result": info})
+        if method == "getChatMember":
+            status = "left" if chat in self.left else "member"
+            member = {"status": status, "user": {"id": data.get("user_id"), "is_bot": True}}
+            return web.json_response({"ok": True, "result": member})
         if (problem := self._reply_problem(chat, data)) is not None:
             return self._error(400, problem)
         if method in ("sendMessage", "editMessageText"):

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -286,27 +287,33 @@ async def test_cli_test_call_and_the_ami_path_still_work(lab: L.Lab, tmp_path: P
     )
     assert code == 1 and "звонок не удался: сотрудник 104 занят (cause 17)" in err, out + err
     code, out, err = await cli(lab, tmp_path, "check", env=ami_only)
-    assert code == 0 and "ARI: не используется — пароль не задан" in out, out + err
+    assert "[ок] ARI: не используется — пароль не задан (ARI_PASSWORD); звонки идут через AMI" in out, (
+        out + err
+    )
 
 
 async def test_check_and_status_report_ari(lab: L.Lab, tmp_path: Path) -> None:
-    code, out, err = await cli(lab, tmp_path, "check")
-    assert code == 0, out + err  # the pre-flight before the service starts: said, not failed
-    assert f"ARI: вход выполнен (http://{L.PBX_IP}:8088/ari, Asterisk 22." in out
-    assert "ARI: приложение novofon-bridge пока не зарегистрировано — демон не запущен" in out
+    """check is the preflight, also before the first start: the login, and the application not
+    registered yet is fine; status is about the running daemon: without its application it fails."""
+    etc = str(lab.host_path(L.PBX, "etc"))
+    env = {**lab_env(lab, tmp_path), "NOVOFON_BRIDGE_HTTP_PORT": str(free_port())}
+    code, out, err = await cli(lab, tmp_path, "check", "--etc", etc, env=env)
+    assert code == 0, out + err
+    assert f"[ок] ARI: вход выполнен (http://{L.PBX_IP}:8088/ari, Asterisk 22." in out
+    assert "[ок] ARI: приложение novofon-bridge пока не зарегистрировано" in out
     code, out, err = await cli(lab, tmp_path, "status")
     assert code == 1, out + err  # status is about the running daemon: no application, no calls
     assert "ARI: приложение novofon-bridge не зарегистрировано — демон не запущен" in err
-    wrong = {**lab_env(lab, tmp_path), "ARI_PASSWORD": "wrong-ari-password"}
-    code, out, err = await cli(lab, tmp_path, "check", env=wrong)
-    assert code == 3 and "HTTP 401" in err and "wrong-ari-password" not in out + err
+    wrong = {**env, "ARI_PASSWORD": "wrong-ari-password"}
+    code, out, err = await cli(lab, tmp_path, "check", "--etc", etc, env=wrong)
+    assert code == 2 and "[ОШИБКА] ARI: вход не принят: HTTP 401" in err, out + err
+    assert "ARI_PASSWORD" in err and "wrong-ari-password" not in out + err
 
     app = App(lab_config(lab, tmp_path / "daemon"))
     async with running(app):
-        code, out, err = await cli(lab, tmp_path, "check")
-        assert code == 0 and "ARI: приложение novofon-bridge зарегистрировано (демон подключён)" in out, (
-            out + err
-        )
+        code, out, err = await cli(lab, tmp_path, "check", "--etc", etc, env=env)
+        assert "[ок] ARI: приложение novofon-bridge зарегистрировано (демон подключён)" in out, out + err
+        assert code == 0, out + err
         code, out, err = await cli(lab, tmp_path, "status")
         assert code == 0 and "звонки идут через ARI" in out, out + err
         st = app.status()["ari"]
@@ -314,6 +321,12 @@ async def test_check_and_status_report_ari(lab: L.Lab, tmp_path: Path) -> None:
 
 
 # -- the daemon: Bitrix24 click-to-call and the Telegram button -------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from pathlib import Path
 
@@ -137,13 +138,68 @@ async def test_status_shows_trunk_and_ami(daemon: tuple[App, MemorySink], lab: L
 async def test_check_reports_wrong_ami_secret_without_leaking_it(lab: L.Lab, tmp_path: Path) -> None:
     env = {**lab_env(lab, tmp_path), "AMI_SECRET": "wrong-secret-value"}
     code, out, err = await cli(lab, tmp_path, "check", env=env)
-    assert code == 3
-    assert "refused user 'novofon-bridge'" in err
+    assert code == 2
+    assert "[ОШИБКА] AMI: вход: Asterisk отказал во входе пользователю AMI 'novofon-bridge'" in err
     assert "wrong-secret-value" not in out + err
 
 
 async def test_check_says_when_ami_is_unreachable(lab: L.Lab, tmp_path: Path) -> None:
     env = {**lab_env(lab, tmp_path), "AMI_PORT": "5039"}
     code, _, err = await cli(lab, tmp_path, "check", env=env)
+    assert code == 2
+    assert f"нет подключения к AMI {L.PBX_IP}:5039: соединение отклонено" in err
+
+
+async def test_check_on_the_lab_pbx_is_all_ok(lab: L.Lab, tmp_path: Path) -> None:
+    """The preflight against a real Asterisk 22 with our snippets installed: login, every permission
+    (ListCommands), FullyBooted, manager.conf as shipped (read from the PBX's etc), the trunk."""
+    etc = str(lab.host_path(L.PBX, "etc"))
+    env = {**lab_env(lab, tmp_path), "NOVOFON_BRIDGE_HTTP_PORT": str(free_port())}
+    code, out, err = await cli(lab, tmp_path, "check", "--etc", etc, env=env)
+    assert code == 0, out + err
+    for line in (
+        f"[ок] AMI: вход: novofon-bridge@{L.PBX_IP}:5038",
+        "[ок] AMI: права: разрешены все нужные действия",
+        "[ок] AMI: события: события приходят",
+        "[ок] manager.conf [novofon-bridge]: read = call,agent,user,system, write = call,originate,reporting",
+        "[ок] manager.conf [novofon-bridge]: фильтр событий: как в поставке",
+        f"[ок] Транк novofon-reg: зарегистрирован на sip:{L.PROVIDER_IP}:5060",
+        "[ок] Записи разговоров:",
+        "Итог: всё в порядке",
+    ):
+        assert line in out, out + err
+
+
+async def test_an_ami_user_without_the_bridges_classes(lab: L.Lab, tmp_path: Path) -> None:
+    """The office's own panel user (read=call, write=call): every missing class is named, with the
+    line of manager.conf to change — never "check pjsip.conf"."""
+    config = tmp_path / "panel.yaml"
+    config.write_text(
+        f"asterisk:\n  ami:\n    host: {L.PBX_IP}\n    username: panel\n    secret: lab-panel-secret\n"
+        f"storage:\n  dir: {tmp_path}\nhttp:\n  port: {free_port()}\n"
+    )
+    env = lab_env(lab, tmp_path)
+    code, out, err = await cli(lab, tmp_path, "-c", str(config), "status", env=env)
     assert code == 3
-    assert f"cannot connect to AMI at {L.PBX_IP}:5039" in err
+    assert "нет права write=reporting (manager.conf)" in err and "pjsip.conf" not in out + err
+    code, out, err = await cli(
+        lab, tmp_path, "-c", str(config), "check", "--etc", str(lab.host_path(L.PBX, "etc")), env=env
+    )
+    assert code == 2
+    assert "[ОШИБКА] AMI: права: у пользователя AMI 'panel' нет права write=originate" in err
+    assert "[ОШИБКА] manager.conf [panel]: read = call: нет system" in err
+    assert "[ВНИМАНИЕ] AMI: события: после входа не пришло FullyBooted" in err
+
+
+async def test_call_to_an_unknown_number_says_so(lab: L.Lab, tmp_path: Path) -> None:
+    """The provider answers 404 (cause 1) to a number it does not know; Dial() says NOANSWER."""
+    code, _, err = await cli(lab, tmp_path, "call", "79005550000")
+    assert code == 1
+    assert "звонок не удался: номер не существует (cause 1" in err
+    assert "нет ответа" not in err
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -55,36 +55,50 @@ def test_env_default_and_override(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "key", "says"),
     [
-        ("asterisk:\n  ami:\n    secert: x\n", "asterisk.ami.secert", "did you mean 'secret'"),
-        ("asterisk:\n  ami:\n    port: five\n", "asterisk.ami.port", "expected an integer, got 'five'"),
-        ("asterisk:\n  ami:\n    port: 70000\n", "asterisk.ami.port", "expected a TCP port"),
+        ("asterisk:\n  ami:\n    secert: x\n", "asterisk.ami.secert", "может быть, 'secret'?"),
+        (
+            "asterisk:\n  ami:\n    port: five\n",
+            "asterisk.ami.port",
+            "ожидается целое число, а указано 'five'",
+        ),
+        ("asterisk:\n  ami:\n    port: 70000\n", "asterisk.ami.port", "ожидается TCP-порт 1-65535"),
         (
             "asterisk:\n  ami:\n    secret: ${NOPE}\n",
             "asterisk.ami.secret",
-            "environment variable NOPE is not set",
+            "не задана переменная окружения NOPE",
         ),
-        ("pbx:\n  timezone: Mars/Olympus\n", "pbx.timezone", "unknown time zone"),
-        ("pbx:\n  lines:\n    '+7 495': x\n", "pbx.lines.+7 495", "digits only"),
-        ("asterisk:\n  internal_extensions: '([0-9'\n", "asterisk.internal_extensions", "regular expression"),
-        ("logging:\n  format: xml\n", "logging.format", "one of 'auto', 'json', 'console'"),
-        ("sinks:\n  jsonl:\n    enabled: maybe\n", "sinks.jsonl.enabled", "true or false"),
-        ("asterisk: [1, 2]\n", "asterisk", "expected a mapping"),
-        ("telegram:\n  token: x\n", "telegram", "unknown key"),
-        ("asterisk:\n  trunk_endpoints: []\n", "asterisk.trunk_endpoints", "at least one"),
-        ("asterisk:\n  ari:\n    url: 127.0.0.1:8088\n", "asterisk.ari.url", "expected http://HOST:PORT/ari"),
+        ("pbx:\n  timezone: Mars/Olympus\n", "pbx.timezone", "неизвестный часовой пояс"),
+        ("http:\n  bind: 999.1.1.1\n", "http.bind", "'999.1.1.1' — не IPv4-адрес"),
+        ("http:\n  bind: 'my host'\n", "http.bind", "не IP-адрес и не имя хоста"),
+        ("pbx:\n  lines:\n    '+7 495': x\n", "pbx.lines.+7 495", "только цифрами"),
+        (
+            "asterisk:\n  internal_extensions: '([0-9'\n",
+            "asterisk.internal_extensions",
+            "ошибка в регулярном выражении",
+        ),
+        ("logging:\n  format: xml\n", "logging.format", "одно из 'auto', 'json', 'console'"),
+        ("sinks:\n  jsonl:\n    enabled: maybe\n", "sinks.jsonl.enabled", "true или false"),
+        ("asterisk: [1, 2]\n", "asterisk", "ожидается раздел"),
+        ("telegram:\n  token: x\n", "telegram", "неизвестный ключ"),
+        ("asterisk:\n  trunk_endpoints: []\n", "asterisk.trunk_endpoints", "хотя бы одно"),
+        (
+            "asterisk:\n  ari:\n    url: 127.0.0.1:8088\n",
+            "asterisk.ari.url",
+            "ожидается http://ХОСТ:ПОРТ/ari",
+        ),
         (
             "asterisk:\n  ari:\n    url: http://u:p@127.0.0.1:8088/ari\n",
             "asterisk.ari.url",
-            "no user or password in the URL",
+            "не пишите пользователя и пароль в адресе",
         ),
-        ("asterisk:\n  ari:\n    app: 'a b'\n", "asterisk.ari.app", "letters, digits"),
-        ("pbx:\n  employee_ring_timeout: 1\n", "pbx.employee_ring_timeout", "3..300 seconds"),
-        ("agi:\n  port: 70000\n", "agi.port", "expected a TCP port"),
-        ("agi:\n  budget_ms: 0\n", "agi.budget_ms", "expected 1..5000 milliseconds"),
-        ("agi:\n  sticky_days: -1\n", "agi.sticky_days", "expected days >= 0"),
-        ("agi:\n  route_timeout: 0\n", "agi.route_timeout", "expected 1..600 seconds"),
-        ("agi:\n  budget: 300\n", "agi.budget", "did you mean 'budget_ms'"),
-        ("outbox:\n  parallel_calls: 0\n", "outbox.parallel_calls", "expected 1..100"),
+        ("asterisk:\n  ari:\n    app: 'a b'\n", "asterisk.ari.app", "латинские буквы, цифры"),
+        ("pbx:\n  employee_ring_timeout: 1\n", "pbx.employee_ring_timeout", "ожидается 3..300 секунд"),
+        ("agi:\n  port: 70000\n", "agi.port", "ожидается TCP-порт"),
+        ("agi:\n  budget_ms: 0\n", "agi.budget_ms", "ожидается 1..5000 миллисекунд"),
+        ("agi:\n  sticky_days: -1\n", "agi.sticky_days", "ожидается число дней >= 0"),
+        ("agi:\n  route_timeout: 0\n", "agi.route_timeout", "ожидается 1..600 секунд"),
+        ("agi:\n  budget: 300\n", "agi.budget", "может быть, 'budget_ms'"),
+        ("outbox:\n  parallel_calls: 0\n", "outbox.parallel_calls", "ожидается 1..100"),
     ],
 )
 def test_mistakes_are_explained(tmp_path: Path, text: str, key: str, says: str) -> None:
@@ -98,12 +112,12 @@ def test_mistakes_are_explained(tmp_path: Path, text: str, key: str, says: str) 
 
 def test_yaml_syntax_error_gives_line(tmp_path: Path) -> None:
     p = write(tmp_path, "asterisk:\n  ami: [\n")
-    with pytest.raises(ConfigError, match=r"not valid YAML: line \d+, column \d+"):
+    with pytest.raises(ConfigError, match=r"ошибка синтаксиса YAML: строка \d+, столбец \d+"):
         config.load(p)
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="file not found"):
+    with pytest.raises(ConfigError, match="файл не найден"):
         config.load(tmp_path / "nope.yaml")
 
 
@@ -122,7 +136,7 @@ def test_telegram_webhook_may_not_shadow_another_route(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError) as e:
         config.load(f, env={})
-    assert e.value.key == "sinks.telegram.webhook_url" and "/call is already served" in str(e.value)
+    assert e.value.key == "sinks.telegram.webhook_url" and "путь /call уже занят" in str(e.value)
 
 
 @pytest.mark.parametrize(

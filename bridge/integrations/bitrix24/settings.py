@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from bridge.errors import SettingsError
+from bridge.i18n import tr
 from bridge.integrations import settings_checks
 
 RESERVED_PATHS = ("/call", "/sms", "/smsc", "/status", "/healthz")
@@ -65,7 +66,11 @@ class Bitrix24Settings:
             return
         if self.webhook_url and self.app.portal_url:
             raise SettingsError(
-                "webhook_url", "set either app.portal_url (an application) or webhook_url, not both"
+                "webhook_url",
+                tr(
+                    "укажите что-то одно: app.portal_url (приложение) или webhook_url, не оба сразу",
+                    "set either app.portal_url (an application) or webhook_url, not both",
+                ),
             )
         if self.webhook_url:
             settings_checks.url("webhook_url", self.webhook_url)
@@ -76,16 +81,38 @@ class Bitrix24Settings:
         else:
             raise SettingsError(
                 "app.portal_url",
-                "expected a local application (app: portal_url, client_id, client_secret) "
-                "or an incoming webhook URL (webhook_url: https://PORTAL/rest/USER_ID/CODE/)",
+                tr(
+                    "нужно локальное приложение (app: portal_url, client_id, client_secret) "
+                    "или адрес входящего вебхука (webhook_url: https://ПОРТАЛ/rest/USER_ID/КОД/)",
+                    "expected a local application (app: portal_url, client_id, client_secret) "
+                    "or an incoming webhook URL (webhook_url: https://PORTAL/rest/USER_ID/CODE/)",
+                ),
             )
         if self.public_url:
             settings_checks.url("public_url", self.public_url)
         if not self.events_path.startswith("/") or self.events_path in RESERVED_PATHS:
-            raise SettingsError("events_path", "expected a path of its own, e.g. /api/bitrix/webhook")
+            raise SettingsError(
+                "events_path",
+                tr(
+                    "нужен отдельный путь, например /api/bitrix/webhook",
+                    "expected a path of its own, e.g. /api/bitrix/webhook",
+                ),
+            )
         if self.sync_interval < 0:
-            raise SettingsError("sync_interval", "expected seconds >= 0 (0: no periodic sync)")
+            raise SettingsError(
+                "sync_interval",
+                tr(
+                    "ожидается число секунд >= 0 (0: без периодической синхронизации)",
+                    "expected seconds >= 0 (0: no periodic sync)",
+                ),
+            )
         if not 0 < self.max_upload_mb <= 500:
-            raise SettingsError("max_upload_mb", "expected megabytes, more than 0 and at most 500")
+            raise SettingsError(
+                "max_upload_mb",
+                tr(
+                    "ожидается число мегабайт, больше 0 и не больше 500",
+                    "expected megabytes, more than 0 and at most 500",
+                ),
+            )
         if self.rate <= 0 or self.burst < 1:
-            raise SettingsError("rate", "expected rate > 0 and burst >= 1")
+            raise SettingsError("rate", tr("нужно rate > 0 и burst >= 1", "expected rate > 0 and burst >= 1"))

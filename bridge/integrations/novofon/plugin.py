@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import time
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -18,6 +19,7 @@ from bridge.http.server import Route
 from bridge.integrations.base import Context, Parts
 from bridge.integrations.novofon import v2
 from bridge.integrations.novofon.inbound import MAX_VARIANTS, call_record, sms_record
+from bridge.integrations.novofon.recordings import RecordingLinks
 from bridge.integrations.novofon.state import add_variant, call_start, variants
 from bridge.integrations.novofon.webhook_sink import WebhookSink
 from bridge.outbox.sink import Sink
@@ -126,7 +128,14 @@ def setup(ctx: Context) -> Parts:
         WebhookSink(hook.name or f"webhook{i + 1}", hook.url, hook.secret, ctx.http, frozenset(hook.events))
         for i, hook in enumerate(ctx.cfg.sinks.webhooks)
     ]
-    return Parts(
+    parts = Parts(
         sinks=sinks,
         routes=[Route("/call", call, ("GET", "POST")), Route("/sms", sms, ("GET", "POST"))],
     )
+    if n.recording_links:
+        links = RecordingLinks(
+            n.recordings_url, n.recordings_key, n.recordings_link_ttl, Path(ctx.cfg.asterisk.recordings_dir)
+        )
+        parts.routes.append(Route("/recordings/{name}", links.serve, ("GET",)))
+        parts.enrichers.append(links.meta_for)
+    return parts

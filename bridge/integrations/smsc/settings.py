@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bridge.errors import SettingsError
+from bridge.i18n import tr
 from bridge.integrations import settings_checks
 
 
@@ -33,8 +34,20 @@ class SmsSettings:
             return
         settings_checks.url("api_url", self.api_url)
         if not self.api_key and not (self.login and self.password):
-            raise SettingsError("login", "expected login + password, or api_key, for the SMS gateway")
+            raise SettingsError(
+                "login",
+                tr(
+                    "для SMS-шлюза нужны login и password или api_key",
+                    "expected login + password, or api_key, for the SMS gateway",
+                ),
+            )
         try:
             self.template.format(line="", company="")
         except (KeyError, IndexError, ValueError) as e:
-            raise SettingsError("template", f"only {{line}} and {{company}} can be used ({e})") from None
+            raise SettingsError(
+                "template",
+                tr(
+                    f"в шаблоне можно использовать только {{line}} и {{company}} ({e})",
+                    f"only {{line}} and {{company}} can be used ({e})",
+                ),
+            ) from None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bridge.errors import SettingsError
+from bridge.i18n import tr
 from bridge.integrations import settings_checks
 
 
@@ -69,20 +70,38 @@ class TelegramSettings:
         if not re.fullmatch(r"\d+:[\w-]{20,}", self.token):
             raise SettingsError(
                 "token",
-                "expected the bot token from @BotFather (123456789:AA...), e.g. token: ${TELEGRAM_BOT_TOKEN}",
+                tr(
+                    "нужен токен бота от @BotFather (123456789:AA...), например token: ${TELEGRAM_BOT_TOKEN}",
+                    "expected the bot token from @BotFather (123456789:AA...), "
+                    "e.g. token: ${TELEGRAM_BOT_TOKEN}",
+                ),
             )
         settings_checks.url("api_url", self.api_url)
         if not self.group_chats and not has_employee_chats:
             raise SettingsError(
                 "group_chats",
-                "expected at least one chat id (group_chats, or directory.employees.*.telegram_chat_id), "
-                "or enabled: false",
+                tr(
+                    "нужен хотя бы один id чата (group_chats или directory.employees.*.telegram_chat_id), "
+                    "или enabled: false",
+                    "expected at least one chat id (group_chats, or directory.employees.*.telegram_chat_id), "
+                    "or enabled: false",
+                ),
             )
         if self.bot_updates == "webhook":
             if not self.webhook_url.startswith("https://"):
-                raise SettingsError("webhook_url", "Telegram delivers webhooks to https:// URLs only")
+                raise SettingsError(
+                    "webhook_url",
+                    tr(
+                        "Telegram присылает вебхуки только на адреса https://",
+                        "Telegram delivers webhooks to https:// URLs only",
+                    ),
+                )
             if not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", self.webhook_secret):
                 raise SettingsError(
-                    "webhook_secret", "expected 16-256 characters A-Z a-z 0-9 _ - (Telegram's secret_token)"
+                    "webhook_secret",
+                    tr(
+                        "нужно 16-256 символов A-Z a-z 0-9 _ - (secret_token Telegram)",
+                        "expected 16-256 characters A-Z a-z 0-9 _ - (Telegram's secret_token)",
+                    ),
                 )
         settings_checks.positive(self, "per_chat_rate", "group_per_minute", "global_rate", "max_upload_mb")

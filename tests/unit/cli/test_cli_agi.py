@@ -10,6 +10,7 @@ import pytest
 
 from bridge.cli import agi as agi_cli
 from bridge.config import AgiConfig, Config
+from bridge.preflight import Severity
 from tests.fakes.agi import agi_call, request_headers
 from tests.helpers import offline_config, running_app, until
 
@@ -24,23 +25,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_check_a_free_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_check_a_free_port(tmp_path: Path) -> None:
     port = free_port()
-    assert await agi_cli.check_port(with_agi_port(offline_config(tmp_path), port))
-    assert f"AGI: порт 127.0.0.1:{port} свободен" in capsys.readouterr().out
+    (result,) = await agi_cli.port(with_agi_port(offline_config(tmp_path), port))
+    assert result.severity is Severity.OK and f"порт 127.0.0.1:{port} свободен" in result.text
 
 
-async def test_check_a_port_someone_else_holds(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_check_a_port_someone_else_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(agi_cli, "PROBE_TIMEOUT", 0.2)
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))
         other.listen()
         port = other.getsockname()[1]
-        assert not await agi_cli.check_port(with_agi_port(offline_config(tmp_path), port))
-    err = capsys.readouterr().err
-    assert f"нельзя слушать 127.0.0.1:{port}: порт занят другой программой" in err
+        (result,) = await agi_cli.port(with_agi_port(offline_config(tmp_path), port))
+    assert result.severity is Severity.ERROR
+    assert f"нельзя слушать 127.0.0.1:{port}: порт занят другой программой" in result.text
 
 
 async def test_check_and_status_with_our_daemon_running(
@@ -55,8 +54,9 @@ async def test_check_and_status_with_our_daemon_running(
         mine = dataclasses.replace(
             with_agi_port(cfg, server.port), http=dataclasses.replace(cfg.http, port=app.http_server.port)
         )
-        assert await agi_cli.check_port(mine)
-        assert f"127.0.0.1:{server.port} слушает уже запущенный novofon-bridge" in capsys.readouterr().out
+        (result,) = await agi_cli.port(mine)
+        assert result.severity is Severity.OK
+        assert f"127.0.0.1:{server.port} слушает уже запущенный novofon-bridge" in result.text
         await agi_call(server.port, request_headers(callerid="79169990009"))
         await agi_cli.show_status(mine)
     out = capsys.readouterr().out

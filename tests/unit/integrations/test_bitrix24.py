@@ -349,7 +349,7 @@ def test_settings_application_needs_only_the_portal_and_not_a_webhook_too() -> N
         webhook_url="https://example.bitrix24.ru/rest/1/c0de/",
         app=BitrixApp("https://example.bitrix24.ru"),
     )
-    with pytest.raises(SettingsError, match="not both"):
+    with pytest.raises(SettingsError, match="не оба сразу"):
         both.validate()
 
 
