@@ -220,7 +220,8 @@ def describe(result: CallResult, employee: str = "") -> str:
     if result.leg == "employee":
         text = EMPLOYEE_RU.get(result.end, EMPLOYEE_RU[LegEnd.FAILED]).format(ext=employee)
         return f"{text} ({cause})" if cause else text
-    detail = ", ".join(d for d in (result.dialstatus, cause) if d)
+    # As the AMI path says it (cause_text): the network's cause first, then what Dial() said.
+    detail = ", ".join(d for d in (cause, f"Dial: {result.dialstatus}" if result.dialstatus else "") if d)
     text = CLIENT_RU.get(result.end, CLIENT_RU[LegEnd.FAILED])
     text = f"клиент: {text}" if employee else text
     return f"{text} ({detail})" if detail else text

@@ -83,7 +83,7 @@ CASES = [
         "client busy",
         "101",
         L.NUM_BUSY,
-        "клиент: занято (BUSY, cause 17)",
+        "клиент: занято (cause 17, Dial: BUSY)",
         "486",
         "Перезвонили (101): занято, разговор 0:00",
     ),
@@ -91,7 +91,7 @@ CASES = [
         "client no answer",
         "101",
         L.NUM_NOANSWER,
-        "клиент: нет ответа (NOANSWER, cause 19)",
+        "клиент: нет ответа (cause 19, Dial: NOANSWER)",
         "480",
         "Перезвонили (101): нет ответа, разговор 0:00",
     ),
@@ -99,7 +99,7 @@ CASES = [
         "client unallocated",
         "101",
         UNALLOCATED,
-        "клиент: номер не существует (NOANSWER, cause 1)",
+        "клиент: номер не существует (cause 1, Dial: NOANSWER)",
         "404",
         "Перезвонили (101): номер не существует, разговор 0:00",
     ),
@@ -306,7 +306,7 @@ async def test_check_and_status_report_ari(lab: L.Lab, tmp_path: Path) -> None:
     assert "ARI: приложение novofon-bridge не зарегистрировано — демон не запущен" in err
     wrong = {**env, "ARI_PASSWORD": "wrong-ari-password"}
     code, out, err = await cli(lab, tmp_path, "check", "--etc", etc, env=wrong)
-    assert code == 2 and "[ОШИБКА] ARI: вход не принят: HTTP 401" in err, out + err
+    assert code == 2 and "[ОШИБКА] ARI: вход не принят:" in err and "HTTP 401" in err, out + err
     assert "ARI_PASSWORD" in err and "wrong-ari-password" not in out + err
 
     app = App(lab_config(lab, tmp_path / "daemon"))

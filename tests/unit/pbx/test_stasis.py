@@ -142,19 +142,19 @@ async def test_employee_leg_outcomes(
         (
             [dial(FAR, "t", "BUSY"), destroyed("t", 17), destroyed(CLI, 17)],
             LegEnd.BUSY,
-            "клиент: занято (BUSY, cause 17)",
+            "клиент: занято (cause 17, Dial: BUSY)",
         ),
         (
             [dial(FAR, "t", "NOANSWER"), destroyed(CLI, 19), destroyed("t", 0)],
             LegEnd.NO_ANSWER,
-            "клиент: нет ответа (NOANSWER, cause 19)",
+            "клиент: нет ответа (cause 19, Dial: NOANSWER)",
         ),
         # The lab's dialplan turns the network's "unallocated" into cause 20 on the Local channel:
         # the trunk leg's own cause (1) decides.
         (
             [dial(FAR, "t", "NOANSWER"), destroyed("t", 1), destroyed(CLI, 20)],
             LegEnd.UNALLOCATED,
-            "клиент: номер не существует (NOANSWER, cause 1)",
+            "клиент: номер не существует (cause 1, Dial: NOANSWER)",
         ),
     ],
 )
