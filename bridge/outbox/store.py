@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.calls.records import CallRecord
+from bridge.calls.records import CallRecord, record_key
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -72,8 +72,9 @@ class Delivery:
 
     @property
     def idempotency_key(self) -> str:
-        """Stable across retries and restarts: the far side may deduplicate on it."""
-        return f"nb-{self.record_id}-{self.sink}"
+        """Derived from the call and the event, never from a row id: the same for a record re-derived
+        after any restart, so the far side may deduplicate on it."""
+        return f"nb-{record_key(self.record.fields)}-{self.sink}"
 
 
 class OutboxStore:
@@ -260,13 +261,22 @@ class OutboxStore:
     def _tx(self) -> _Tx:
         return _Tx(self.db)
 
+    def transaction(self) -> _Tx:
+        """One commit for several writes: ``add`` inside it joins it (the pipeline commits records
+        with the open-call snapshots that explain them)."""
+        return _Tx(self.db)
+
 
 class _Tx:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        self.outer = False
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        self.outer = not self.db.in_transaction
+        if self.outer:
+            self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if self.outer:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
