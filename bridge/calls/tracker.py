@@ -217,11 +217,13 @@ class Tracker:
         """What the CDR or the recording says about a call that ended unseen; returns its end."""
         if f is None:
             return default_end
+        if call.direction is Direction.INBOUND:
+            for ext in (*f.rung, f.answered_by):
+                if ext and ext not in call.rung:
+                    self._ring(call, ext, out)
         if call.answered_at is None and (f.answered_by or f.answered_at is not None):
             at = f.answered_at if f.answered_at is not None else call.last_seen
             ext = f.answered_by or call.internal
-            if call.direction is Direction.INBOUND and ext and ext not in call.rung:
-                self._ring(call, ext, out)
             self._answer(call, ext, max(at, call.started_at), out)
         if call.answered_at is None and f.disposition:
             call.end_disposition = f.disposition

@@ -49,9 +49,9 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
     ],
     "inbound_local_group_timeout": [
         ("NOTIFY_START",),
-        ("NOTIFY_INTERNAL", "104"),
         ("NOTIFY_INTERNAL", "103"),
-        ("NOTIFY_END", "104", "no answer", "17", "0", "0"),
+        ("NOTIFY_INTERNAL", "104"),
+        ("NOTIFY_END", "103", "no answer", "17", "0", "0"),
     ],
     # The caller hung up while the queue / the Local ring group rang.
     "inbound_queue_cancel": [
