@@ -49,11 +49,22 @@ class AmiConfig:
     ping_timeout: float = 3.0
     reconnect_min_delay: float = 0.5
     reconnect_max_delay: float = 30.0
+    local_max_delay: float = 2.0  # the reconnect cap when Asterisk runs on this machine
+
+
+@dataclass(frozen=True)
+class CdrConfig:
+    # Calls the bridge did not see live (down, restarting, AMI cut) come from Asterisk's CDR.
+    backfill: bool = True
+    csv_path: str = "/var/log/asterisk/cdr-csv/Master.csv"
+    mysql_dsn: str = field(default="", repr=False)  # FreePBX: mysql://user:pass@host/asteriskcdrdb
+    timezone: str = "UTC"  # the CDR's times: UTC with cdr.conf usegmtime=yes
 
 
 @dataclass(frozen=True)
 class AsteriskConfig:
     ami: AmiConfig = field(default_factory=AmiConfig)
+    cdr: CdrConfig = field(default_factory=CdrConfig)
     trunk_endpoints: list[str] = field(default_factory=lambda: ["novofon"])
     internal_extensions: str = r"^[1-9][0-9]{1,3}$"
     outgoing_context: str = "outgoing"
@@ -280,6 +291,7 @@ def _validate(cfg: Config) -> None:
         "ping_timeout",
         "reconnect_min_delay",
         "reconnect_max_delay",
+        "local_max_delay",
     ):
         if getattr(ami, name) <= 0:
             raise ConfigError(f, f"asterisk.ami.{name}", "expected a positive number of seconds")
@@ -288,6 +300,7 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f, f"outbox.{name}", "expected a positive number")
     if ami.reconnect_min_delay > ami.reconnect_max_delay:
         raise ConfigError(f, "asterisk.ami.reconnect_min_delay", "must not exceed reconnect_max_delay")
+    _validate_cdr(cfg)
     if not cfg.pbx.country_code.isdigit():
         raise ConfigError(f, "pbx.country_code", f"expected digits such as 7, got {cfg.pbx.country_code!r}")
     _validate_sinks(cfg)
@@ -306,6 +319,22 @@ def _validate(cfg: Config) -> None:
     for did in cfg.pbx.lines:
         if not did.isdigit():
             raise ConfigError(f, f"pbx.lines.{did}", "expected the DID as digits only, e.g. 74951234567")
+
+
+def _validate_cdr(cfg: Config) -> None:
+    cdr = cfg.asterisk.cdr
+    try:
+        ZoneInfo(cdr.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            cfg.source,
+            "asterisk.cdr.timezone",
+            f"unknown time zone {cdr.timezone!r} (UTC, Europe/Moscow, ...)",
+        ) from None
+    if cdr.mysql_dsn and urlparse(cdr.mysql_dsn).scheme not in ("mysql", "mariadb"):
+        raise ConfigError(
+            cfg.source, "asterisk.cdr.mysql_dsn", "expected mysql://USER:PASSWORD@HOST:PORT/asteriskcdrdb"
+        )
 
 
 def _validate_sinks(cfg: Config) -> None:

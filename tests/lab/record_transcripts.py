@@ -2,8 +2,9 @@
 
     python -m tests.lab.record_transcripts [SCENARIO ...]   (default: every scenario)
 
-Each scenario is one real call through the lab PBX; the file holds the exact bytes Asterisk sent
-to a logged-in AMI user with our manager.conf event filter. Unit tests and bench/ replay them.
+Each scenario is one real call through the lab PBX; ``NAME.ami`` holds the exact bytes Asterisk
+sent to a logged-in AMI user with our manager.conf event filter, ``NAME.cdr.csv`` the lines cdr_csv
+wrote to Master.csv for that call. Unit tests and bench/ replay them.
 """
 
 from __future__ import annotations
@@ -63,12 +64,18 @@ async def main() -> None:
         raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}; known: {', '.join(scenarios)}")
     OUT.mkdir(exist_ok=True)
     try:
+        master = lab.host_path(L.PBX, "log", "cdr-csv", "Master.csv")
         for name in wanted:
             place = scenarios[name]
+            before = master.stat().st_size if master.exists() else 0
             async with Capture(OUT / f"{name}.ami"):
                 await place()
                 await asyncio.sleep(1)
                 await _idle(lab)
+            await asyncio.sleep(1)  # cdr_csv writes a call's lines just after it ends
+            with master.open("rb") as f:
+                f.seek(before)
+                (OUT / f"{name}.cdr.csv").write_bytes(f.read())
             print(f"recorded {name}")
     finally:
         await provider.close()
