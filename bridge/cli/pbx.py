@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Awaitable, Callable
 
 from bridge.cli.common import EXIT_AMI, say
 from bridge.config import Config
 from bridge.pbx.ami_protocol import AmiError
+from bridge.pbx.catchup import cdr_source
+from bridge.pbx.cdr import CdrError
+from bridge.pbx.open_calls import OpenCallStore
 from bridge.pbx.originate import PbxActions
 
 
@@ -29,6 +33,7 @@ async def check(cfg: Config, connect: bool) -> int:
     print(f"{cfg.source}: конфигурация в порядке")
     if not connect:
         return 0
+    print(await cdr_line(cfg))
 
     async def login(actions: PbxActions) -> int:
         status = await actions.status()
@@ -49,6 +54,8 @@ async def status(actions: PbxActions) -> int:
         mark = "зарегистрирован" if state == "Registered" else f"НЕ зарегистрирован ({state})"
         ok = ok and state == "Registered"
         print(f"Транк {name}: {mark}")
+    for line in link_lines(cfg):
+        print(line)
     print(f"Активных звонков: {len(st.calls)}")
     for linkedid, channels in st.calls.items():
         print(f"  {linkedid}: " + "; ".join(channels))
@@ -68,3 +75,38 @@ def place_call(args: argparse.Namespace) -> Callable[[PbxActions], Awaitable[int
         return outcome.exit_code
 
     return place
+
+
+async def cdr_line(cfg: Config) -> str:
+    """Whether the CDR the daemon backfills from can be read (asterisk.cdr)."""
+    source = cdr_source(cfg)
+    if source is None:
+        return "CDR: восстановление звонков из CDR выключено (asterisk.cdr.backfill: false)"
+    try:
+        return f"CDR: {await source.probe()}"
+    except CdrError as e:
+        return f"CDR: НЕ читается — {e}; звонки, пропущенные при разрыве связи, не восстановятся"
+
+
+def link_lines(cfg: Config) -> list[str]:
+    """What the daemon noted about its AMI link: the last outage and the calls backfilled."""
+    link = OpenCallStore.read_link(cfg.outbox_path)
+    if link is None:
+        return []
+    out = []
+    if link.last_outage_from is not None and link.last_outage_to is not None:
+        seconds = round(link.last_outage_to - link.last_outage_from)
+        out.append(
+            f"Последний разрыв связи с AMI: {_when(link.last_outage_from)} — {_when(link.last_outage_to)}"
+            f" ({seconds} с), восстановлено из CDR звонков: {link.last_outage_backfilled}"
+        )
+    else:
+        out.append("Разрывов связи с AMI не было")
+    out.append(f"Всего восстановлено из CDR звонков: {link.backfilled_total}")
+    if link.last_backfill_error:
+        out.append(f"CDR: последняя ошибка — {link.last_backfill_error}")
+    return out
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))

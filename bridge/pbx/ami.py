@@ -149,10 +149,10 @@ class AmiSupervisor:
         self._on_connected = on_connected
         self._events = frozenset(events) if events is not None else None
         backoff = backoff or Backoff()
-        if settings.is_local and backoff.max_delay > settings.local_max_delay:
+        cap = settings.local_max_delay / (1 + backoff.jitter)  # jitter included
+        if settings.is_local and backoff.max_delay > cap:
             # A local PBX is never far away: a long backoff only widens the window of missed calls.
-            low = min(backoff.min_delay, settings.local_max_delay)
-            backoff = dataclasses.replace(backoff, min_delay=low, max_delay=settings.local_max_delay)
+            backoff = dataclasses.replace(backoff, min_delay=min(backoff.min_delay, cap), max_delay=cap)
         self.backoff = backoff
         self.connection: AmiConnection | None = None
         self.connected = asyncio.Event()

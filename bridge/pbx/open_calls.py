@@ -13,6 +13,7 @@ import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -111,9 +112,22 @@ class OpenCallStore:
         row = self.db.execute("SELECT value FROM pbx_link WHERE key='state'").fetchone()
         if row is None:
             return LinkState()
-        data: dict[str, Any] = json.loads(row[0])
-        known = set(LinkState.__dataclass_fields__)
-        return LinkState(**{k: v for k, v in data.items() if k in known})
+        return _link(row[0])
+
+    @staticmethod
+    def read_link(path: Path) -> LinkState | None:
+        """The daemon's notes on the AMI link, read-only (for ``novofon-bridge status``)."""
+        if not path.exists():
+            return None
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+            try:
+                row = db.execute("SELECT value FROM pbx_link WHERE key='state'").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return None
+        return None if row is None else _link(row[0])
 
     def save_link(self, state: LinkState) -> None:
         self.db.execute(
@@ -121,3 +135,8 @@ class OpenCallStore:
             " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (json.dumps(asdict(state)),),
         )
+
+
+def _link(text: str) -> LinkState:
+    data: dict[str, Any] = json.loads(text)
+    return LinkState(**{k: v for k, v in data.items() if k in LinkState.__dataclass_fields__})

@@ -153,7 +153,10 @@ class Pipeline:
 
     def save_snapshots(self) -> None:
         """Commit the snapshots of calls that changed without emitting a record."""
-        self._commit(lambda: None)
+        changes = self.tracker.take_changes()
+        if changes:
+            self.tracker.requeue(changes)
+            self._commit(lambda: None)
 
     def commit_inbound(self, key: str, records: list[CallRecord]) -> bool:
         """Records that came over HTTP: committed once (repeats by ``key`` are dropped), then sent."""

@@ -199,6 +199,11 @@ class Lab:
     def recordings_dir(self) -> Path:
         return self.host_path(PBX, "spool", "monitor")
 
+    @property
+    def cdr_csv(self) -> Path:
+        """cdr_csv's Master.csv of the lab PBX."""
+        return self.host_path(PBX, "log", "cdr-csv", "Master.csv")
+
     # ---- rendering ---------------------------------------------------------------------------
     def render(self) -> None:
         for inst in INSTANCES:

@@ -199,8 +199,8 @@ def test_a_pbx_on_this_machine_is_retried_at_least_every_local_max_delay(host: s
         backoff=Backoff(),
     )
     assert AmiSettings(host).is_local is local
-    assert sup.backoff.max_delay == (2.0 if local else 30.0)
-    assert max(sup.backoff.delay(20) for _ in range(50)) <= (2.0 * 1.2 if local else 36.0)
+    assert max(sup.backoff.delay(20) for _ in range(200)) <= (2.0 if local else 36.0)
+    assert sup.backoff.max_delay > (1.5 if local else 29)
 
 
 async def test_a_local_asterisk_down_for_seconds_is_back_within_the_local_cap() -> None:
@@ -222,7 +222,7 @@ async def test_a_local_asterisk_down_for_seconds_is_back_within_the_local_cap() 
         server = await asyncio.start_server(ami.handle, "127.0.0.1", port)
         back = asyncio.get_running_loop().time()
         await asyncio.wait_for(sup.connected.wait(), 5)
-        assert asyncio.get_running_loop().time() - back <= 1.0 * 1.2 + 0.3
+        assert asyncio.get_running_loop().time() - back <= 1.0 + 0.3
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
