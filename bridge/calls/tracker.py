@@ -102,6 +102,10 @@ class Tracker:
         return out
 
     # -- persistence ---------------------------------------------------------------------------
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._dirty or self._ended)
+
     def take_changes(self) -> Changes:
         """Snapshots of the reported calls that changed, and the calls that ended, since last time."""
         if self._dirty is None:

@@ -153,9 +153,7 @@ class Pipeline:
 
     def save_snapshots(self) -> None:
         """Commit the snapshots of calls that changed without emitting a record."""
-        changes = self.tracker.take_changes()
-        if changes:
-            self.tracker.requeue(changes)
+        if self.tracker.has_changes:
             self._commit(lambda: None)
 
     def commit_inbound(self, key: str, records: list[CallRecord]) -> bool:
