@@ -59,6 +59,7 @@ class CdrConfig:
     csv_path: str = "/var/log/asterisk/cdr-csv/Master.csv"
     mysql_dsn: str = field(default="", repr=False)  # FreePBX: mysql://user:pass@host/asteriskcdrdb
     timezone: str = "UTC"  # the CDR's times: UTC with cdr.conf usegmtime=yes
+    max_age: float = 86400.0  # calls that ended longer ago than this are not backfilled
 
 
 @dataclass(frozen=True)
@@ -331,6 +332,8 @@ def _validate_cdr(cfg: Config) -> None:
             "asterisk.cdr.timezone",
             f"unknown time zone {cdr.timezone!r} (UTC, Europe/Moscow, ...)",
         ) from None
+    if cdr.max_age <= 0:
+        raise ConfigError(cfg.source, "asterisk.cdr.max_age", "expected a positive number of seconds")
     if cdr.mysql_dsn and urlparse(cdr.mysql_dsn).scheme not in ("mysql", "mariadb"):
         raise ConfigError(
             cfg.source, "asterisk.cdr.mysql_dsn", "expected mysql://USER:PASSWORD@HOST:PORT/asteriskcdrdb"

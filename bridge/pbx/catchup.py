@@ -59,6 +59,7 @@ class CatchUp:
         self.calls = calls
         self._commit = commit  # records + the ids to remember as seen, in one transaction
         self._recordings = Path(cfg.asterisk.recordings_dir)
+        self._max_age = cfg.asterisk.cdr.max_age
         self.link = calls.link()
         self.previous_run_until = self.link.listening_until  # None: the first start ever
         self._window: float | None = None  # start of the last outage's window
@@ -66,9 +67,10 @@ class CatchUp:
 
     # -- at a (re)connect ----------------------------------------------------------------------
     def window_start(self, lost_at: float | None, first: bool) -> float | None:
-        if lost_at is not None:
-            return lost_at
-        return self.previous_run_until if first else None
+        since = lost_at if lost_at is not None else self.previous_run_until if first else None
+        if since is None:
+            return None
+        return max(since, time.time() - self._max_age)  # a daemon off for a month: the last day
 
     async def rows(self, since: float | None, gone: list[CallSnapshot]) -> list[CdrCall]:
         """The CDR's calls that ended since ``since`` (or since the oldest vanished call began)."""
