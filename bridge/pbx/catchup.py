@@ -83,6 +83,10 @@ class CatchUp:
         except CdrError as e:
             self._failed(str(e))
             return []
+        except Exception as e:  # a CDR we cannot make sense of must never stop the AMI resync
+            log.exception("cdr.read_failed")
+            self._failed(f"{self.source.description}: {type(e).__name__}: {e}")
+            return []
         self.link.last_backfill_error = ""
         return group(rows)
 
@@ -118,7 +122,11 @@ class CatchUp:
             if call.ids & seen:
                 continue
             recorded = os.path.exists(self._recordings / f"{call.root.uniqueid}.wav")
-            records = self.backfill.records(call, recorded)
+            try:
+                records = self.backfill.records(call, recorded)
+            except Exception:  # odd CDR lines: skip that call, keep the others
+                log.exception("calls.backfill_failed", uniqueid=call.root.uniqueid)
+                continue
             if not records:
                 continue
             self._commit(records, sorted(call.ids))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import io
 import os
 import re
 from collections.abc import Sequence
@@ -113,7 +112,12 @@ class CsvCdr:
 
     def _parse(self, data: bytes) -> list[CdrRow]:
         out = []
-        for cols in csv.reader(io.StringIO(data.decode("utf-8", "replace"))):
+        text = data.replace(b"\0", b"").decode("utf-8", "replace")
+        for line in text.split("\n"):
+            try:
+                cols = next(csv.reader([line]), [])
+            except csv.Error:
+                continue  # a torn or hand-edited line: skipped, the others still count
             row = self._row(cols)
             if row is not None:
                 out.append(row)

@@ -125,3 +125,10 @@ def test_a_freepbx_row_becomes_a_cdr_row() -> None:
     assert row.end - row.start == 30 and row.answer == row.end - 25
     assert (row.did, row.linkedid, row.sequence) == ("74951234567", "1764417600.1", 3)
     assert row.start == dt.datetime(2026, 11, 29, 12, 0, tzinfo=UTC).timestamp()
+
+
+def test_torn_and_binary_lines_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "Master.csv"
+    good = line("pbx-9.9", "2026-11-29 12:00:00", "2026-11-29 12:00:05")
+    path.write_bytes(b'"","7900\x00000","x\n' + b'"unterminated,"a\n' + good.encode() + b"\xff\xfe\n")
+    assert [r.uniqueid for r in CsvCdr(path).read(0)] == ["pbx-9.9"]
