@@ -34,6 +34,7 @@ from bridge.pbx.open_calls import LinkState, OpenCallStore
 log = structlog.get_logger("bridge.pbx")
 
 PASSES_AFTER = (3.0, 15.0)  # seconds after a reconnect: CDR lines of calls that just ended
+SLACK = 5.0  # CDR times are whole seconds; a call reported live is skipped anyway (seen_calls)
 SEEN_KEEP = 14 * 86400.0
 
 
@@ -77,7 +78,7 @@ class CatchUp:
         starts = [s.started_at for s in gone]
         if self.source is None or (since is None and not starts):
             return []
-        start = min([*starts, *([since] if since is not None else [])])
+        start = min([*starts, *([since] if since is not None else [])]) - SLACK
         try:
             rows = await self.source.rows_since(start)
         except CdrError as e:
@@ -115,7 +116,7 @@ class CatchUp:
 
     def run(self, cdr: list[CdrCall], since: float, known: set[str]) -> int:
         """Backfill the calls in ``cdr`` that ended after ``since`` and nobody reported yet."""
-        candidates = [c for c in cdr if c.end >= since and not (c.ids & known)]
+        candidates = [c for c in cdr if c.end >= since - SLACK and not (c.ids & known)]
         seen = self.calls.seen(i for c in candidates for i in c.ids)
         n = 0
         for call in candidates:

@@ -20,11 +20,11 @@ from bridge.app import App
 from bridge.calls.records import record_key
 from bridge.outbox.store import OutboxStore, State
 from bridge.pbx.ami import AmiConnection
-from tests.conftest import arx, hangup_all, lab_env
+from tests.conftest import arx, hangup_all, lab_config, lab_env
 from tests.fakes.bitrix import FakeBitrix
 from tests.fakes.novofon_receiver import NovofonReceiver
 from tests.fakes.telegram import FakeTelegram
-from tests.helpers import until
+from tests.helpers import MemorySink, until
 from tests.integration.test_cli import cli
 from tests.integration.test_delivery import (
     GROUP,
@@ -252,3 +252,39 @@ async def test_kill9_with_four_calls_in_progress_nothing_twice_and_one_end_each(
     # Bitrix24: four calls, each registered once and finished once; Telegram: one message per call.
     assert len(f.bx.calls) == 4 and all(c.finish is not None for c in f.bx.calls.values())
     assert len(f.tg.texts(GROUP)) == 4
+
+
+async def test_calls_while_the_daemon_is_stopped_are_backfilled_at_the_next_start(
+    lab: L.Lab, tmp_path: Path, provider: AmiConnection
+) -> None:
+    sink1, sink2 = MemorySink(), MemorySink()
+    cfg = lab_config(lab, tmp_path)
+    app = App(cfg, extra_sinks=[sink1])
+    async with running(app):
+        await call_in(provider, L.DID_101, talk=1)  # seen live
+        await sink1.wait_events("NOTIFY_END", "NOTIFY_RECORD")
+    # Stopped (an upgrade): two short calls, one answered, one missed.
+    await call_in(provider, L.DID_101, talk=2)
+    await call_in(provider, L.DID_104)  # busy
+    await until(lambda: lab.cdr_csv.read_text().count("\n") >= 3, timeout=30)
+    try:
+        app2 = App(cfg, extra_sinks=[sink2])
+        async with running(app2):
+            records = await sink2.wait_for(lambda rs: sum(r.fields["event"] == "NOTIFY_END" for r in rs) == 2)
+            await until(lambda: not app2.pipeline.catchup._passes, timeout=30)
+            records = list(sink2.records)
+    finally:
+        await hangup_all(lab)
+    assert sink1.records[0].pbx_call_id not in {r.pbx_call_id for r in records}  # never backfilled again
+    calls = by_call([r.fields for r in records])
+    assert sorted(calls.values()) == [
+        ["NOTIFY_START", "NOTIFY_INTERNAL", "NOTIFY_ANSWER", "NOTIFY_END", "NOTIFY_RECORD"],
+        ["NOTIFY_START", "NOTIFY_INTERNAL", "NOTIFY_END"],
+    ]
+    ends = sorted(
+        (r.fields["called_did"], r.fields["disposition"], r.fields["internal"])
+        for r in records
+        if r.event.name == "END"
+    )
+    assert ends == [(L.DID_101, "answered", "101"), (L.DID_104, "busy", "104")]
+    assert all(r.reconstructed for r in records)
