@@ -2,8 +2,9 @@
 
 A CDR line is one party pair of a call (caller -> each phone a ring group rang, a Local channel's
 inner Dial -> the phone, ...). cdr_csv has no Linkedid: lines are grouped by the caller's Uniqueid,
-and a Local channel's inner half (``Local/…;2``) joins the line whose callee is its outer half
-(``Local/…;1``). FreePBX's database has ``linkedid``, which is used when present.
+and a Local channel's inner half (``Local/…;2``) joins the line of the same moment whose callee is
+its outer half (``Local/…;1``; the names restart with Asterisk). FreePBX's database has
+``linkedid``, which is used when present.
 
 The CDR does not say who ended an unanswered ring: a ring that lasted (nearly) the Dial or Queue
 timeout was the PBX giving up (``no answer``); a shorter one was the caller hanging up (``cancel``).
@@ -26,6 +27,7 @@ from bridge.calls.snapshot import CallSnapshot, EndFacts
 # Q.850 cause each disposition is reported with (what a live call of that kind carries).
 STATUS_CODE = {"answered": "16", "busy": "17", "no answer": "19", "cancel": "16", "failed": "34"}
 _LOCAL = re.compile(r"^(Local/.+);([12])$")
+LOCAL_PAIR_WINDOW = 60.0  # seconds between the lines of a Local channel's two halves
 _CLID = re.compile(r'^"?(.*?)"?\s*<[^>]*>$')
 
 
@@ -95,15 +97,24 @@ def group(rows: Iterable[CdrRow]) -> list[CdrCall]:
         parent[find(a)] = find(b)
 
     rows = list(rows)
+    outer: dict[str, list[CdrRow]] = {}  # a Local channel's outer half (;1) -> the lines naming it
     for r in rows:
         key = f"u:{r.uniqueid}"
         find(key)
         if r.linkedid:
             union(key, f"k:{r.linkedid}")
-        for name in (r.channel, r.dstchannel):
-            m = _LOCAL.match(name)
-            if m:
-                union(key, f"l:{m.group(1)}")
+        m = _LOCAL.match(r.dstchannel)
+        if m and m.group(2) == "1":
+            outer.setdefault(m.group(1), []).append(r)
+    for r in rows:
+        m = _LOCAL.match(r.channel)
+        if not m:
+            continue
+        # Local channel names restart with Asterisk: the outer half is the one of the same moment.
+        near = [o for o in outer.get(m.group(1), []) if abs(o.start - r.start) <= LOCAL_PAIR_WINDOW]
+        if near:
+            best = min(near, key=lambda o: abs(o.start - r.start))
+            union(f"u:{r.uniqueid}", f"u:{best.uniqueid}")
     calls: dict[str, list[CdrRow]] = {}
     for r in rows:
         calls.setdefault(find(f"u:{r.uniqueid}"), []).append(r)

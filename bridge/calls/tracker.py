@@ -21,7 +21,6 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from bridge.calls.disposition import disposition
 from bridge.calls.events import ChannelEvent, Kind, LiveChannel
 from bridge.calls.model import (
     CAUSE_UNKNOWN,
@@ -35,7 +34,8 @@ from bridge.calls.model import (
     uniqueid_order,
 )
 from bridge.calls.numbers import normalise
-from bridge.calls.records import CallRecord, Event, make
+from bridge.calls.records import CallRecord, Event
+from bridge.calls.report import end_records, record
 from bridge.calls.settings import TrackerSettings
 from bridge.calls.snapshot import CallSnapshot, Changes, EndedCall, EndFacts
 
@@ -278,7 +278,7 @@ class Tracker:
             call.caller_name = _name(ev.caller_name)
             did = ev.exten if ev.exten and ev.exten[0].isdigit() else self.settings.default_did
             call.called_did = self._num(did)
-            out.append(self._record(call, Event.START))
+            out.append(record(call, Event.START))
         elif role is Role.INTERNAL:
             call.root_internal = ext
 
@@ -309,7 +309,7 @@ class Tracker:
     def _ring(self, call: Call, extension: str, out: list[CallRecord]) -> None:
         call.rung.append(extension)
         call.internal = call.internal or extension
-        out.append(self._record(call, Event.INTERNAL, internal=extension))
+        out.append(record(call, Event.INTERNAL, internal=extension))
 
     def _start_outbound(
         self, call: Call, trunk: Channel, number: str, ts: float, out: list[CallRecord]
@@ -321,7 +321,7 @@ class Tracker:
         call.internal = call.root_internal or (
             root.caller_num if self._internal.match(root.caller_num) else ""
         )
-        out.append(self._record(call, Event.OUT_START))
+        out.append(record(call, Event.OUT_START))
 
     def _on_dial_end(self, ev: ChannelEvent, out: list[CallRecord]) -> None:
         dest = self._channels.get(ev.dest_uniqueid)
@@ -353,11 +353,9 @@ class Tracker:
         call.answered_at = ts
         if call.direction is Direction.INBOUND:
             call.internal = extension
-            out.append(self._record(call, Event.ANSWER, destination=extension))
+            out.append(record(call, Event.ANSWER, destination=extension))
         else:
-            out.append(
-                self._record(call, Event.ANSWER, caller_id=call.internal, destination=call.destination)
-            )
+            out.append(record(call, Event.ANSWER, caller_id=call.internal, destination=call.destination))
 
     def _on_bridge(self, ev: ChannelEvent, out: list[CallRecord]) -> None:
         chan = self._touch(ev)
@@ -443,49 +441,11 @@ class Tracker:
             )
         try:
             if call.direction is not Direction.UNKNOWN:  # internal-only calls are not reported
-                self._report_end(call, ts, out)
+                out.extend(end_records(call, ts))
         finally:
             # Channel.call <-> Call.trunk is a reference cycle: break it so the call is freed now,
             # by reference counting, not whenever the cyclic GC next runs (bench: flat memory).
             call.trunk = None
-
-    def _report_end(self, call: Call, ts: float, out: list[CallRecord]) -> None:
-        end = call.ended_at or ts
-        duration = round(end - call.answered_at) if call.answered_at is not None else 0
-        # The trunk leg's cause is what the network said; when Asterisk itself cancelled that leg
-        # (Dial timeout: cause 0) the first channel's cause (the dialplan's Hangup(19)) tells why.
-        cause = (call.trunk.cause if call.trunk else None) or call.root_cause
-        rec_id = call.recorded[0] if call.recorded and call.answered_at is not None else ""
-        values = {
-            "duration": str(max(0, duration)),
-            "disposition": disposition(call, cause).value,
-            "status_code": str(cause),
-            "is_recorded": "1" if rec_id else "0",
-            "call_id_with_rec": rec_id,
-        }
-        if call.direction is Direction.INBOUND:
-            out.append(self._record(call, Event.END, **values))
-        else:
-            out.append(self._record(call, Event.OUT_END, caller_id=call.internal, **values))
-        if rec_id:
-            out.append(self._record(call, Event.RECORD, call_id_with_rec=rec_id))
-
-    def _record(self, call: Call, event: Event, **extra: str) -> CallRecord:
-        values = {
-            "call_start": call.call_start,
-            "pbx_call_id": call.pbx_call_id,
-            "caller_id": call.caller_id,
-            "called_did": call.called_did,
-            "internal": call.internal,
-            "destination": call.destination,
-        }
-        values.update(extra)
-        meta = {"direction": call.direction.value}
-        if call.caller_name:
-            meta["caller_name"] = call.caller_name
-        if call.reconstructed:
-            meta["reconstructed"] = "1"
-        return make(event, values, meta)
 
 
 def _name(caller_name: str) -> str:

@@ -34,7 +34,7 @@ from bridge.pbx.open_calls import LinkState, OpenCallStore
 log = structlog.get_logger("bridge.pbx")
 
 PASSES_AFTER = (3.0, 15.0)  # seconds after a reconnect: CDR lines of calls that just ended
-SLACK = 5.0  # CDR times are whole seconds; a call reported live is skipped anyway (seen_calls)
+SLACK = 1.0  # CDR times are whole seconds (truncated): a call that ended in our last second
 SEEN_KEEP = 14 * 86400.0
 
 

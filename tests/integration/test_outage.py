@@ -246,7 +246,7 @@ async def test_kill9_with_four_calls_in_progress_nothing_twice_and_one_end_each(
         ("out", True, "102"),
     ]
     ended_while_down = next(e for e in ends.values() if e.get("called_did") == L.DID_101)
-    assert int(ended_while_down["duration"]) >= 3  # from the CDR: the talk went on while we were down
+    assert int(ended_while_down["duration"]) >= 2  # from the CDR: the talk went on while we were down
     lines = jsonl(tmp_path)
     assert len(lines) == 18 and len({(r["pbx_call_id"], r["event"], r.get("internal")) for r in lines}) == 18
     # Bitrix24: four calls, each registered once and finished once; Telegram: one message per call.

@@ -48,7 +48,7 @@ DID_GROUP = "74950000100"  # rings 101 and 102 together
 DID_101 = "74950000101"  # answers
 DID_103 = "74950000103"  # never answers
 DID_104 = "74950000104"  # busy
-DID_QUEUE = "74950000105"  # a Queue (member 103, never answers) that gives up after QUEUE_TIMEOUT s
+DID_QUEUE = "74950000105"  # a Queue (member 103 via Local, never answers) that gives up after QUEUE_TIMEOUT s
 DID_LOCAL_GROUP = "74950000106"  # a ring group of Local/…@from-internal channels (103, 104): no answer
 DID_LONG = "74950000107"  # 103 rings for LONG_RING_TIMEOUT s (a call still ringing across a restart)
 DID_ROUTES = {
@@ -326,11 +326,13 @@ write = all
         # from "cancel".
         ext = ext.replace("[from-novofon]\n", "[from-novofon]\n" + LAB_ROUTES, 1)
         self._write(PBX, "extensions.conf", ext)
+        # Queue members as FreePBX writes them (Local/<ext>@…/n): ringable whatever PJSIP's device
+        # state says (after a crash of Asterisk a PJSIP/103 member stays "Unavailable" for a while).
         self._write(
             PBX,
             "queues.conf",
             "[general]\nshared_lastcall = no\n\n[lab-queue]\nstrategy = ringall\ntimeout = 15\n"
-            "retry = 1\njoinempty = yes\nleavewhenempty = no\nmember => PJSIP/103\n",
+            "retry = 1\njoinempty = yes\nleavewhenempty = no\nmember => Local/103@from-internal/n\n",
         )
 
         manager = self._template("manager.conf")

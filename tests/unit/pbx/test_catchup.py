@@ -67,7 +67,7 @@ def test_backfill_skips_calls_seen_live_and_remembers_what_it_reported(tmp_path:
     assert c.run(calls, 0.0, known={live.root.uniqueid}) == 1
     ((records, ids),) = committed
     assert records[0].pbx_call_id == f"out_{new.linkedid}" and new.linkedid in ids
-    assert c.run(calls, new.end + 6, known=set()) == 0  # ended before the window (5 s of slack)
+    assert c.run(calls, new.end + 2, known=set()) == 0  # ended before the window (1 s of slack)
 
 
 def test_status_says_when_the_link_was_down_and_what_was_backfilled(tmp_path: Path) -> None:
