@@ -3,32 +3,64 @@
 What is built comes from bridge/wiring.py; this module only runs it. Every background task runs
 under the supervisor (a death is logged, the task restarted with backoff, its state in /status);
 SIGTERM stops the daemon: in-flight sends may finish, everything pending stays committed.
+SIGHUP (logrotate, ``systemctl reload``) opens the files the daemon writes again; it never stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, cast, runtime_checkable
 
 import structlog
 
 from bridge import systemd
 from bridge.calls.records import CallRecord
 from bridge.config import Config
-from bridge.http.server import HttpServer
+from bridge.http import peers
+from bridge.http.server import HttpLimits, HttpServer
 from bridge.outbox.sink import Sink
+from bridge.redact import Redactor
 from bridge.supervisor import Supervisor
 from bridge.wiring import build
 
 log = structlog.get_logger("bridge.app")
 
 HOUSEKEEPING_INTERVAL = 3600.0
+
+
+@runtime_checkable
+class Reopenable(Protocol):
+    """A sink that writes a file of its own (records.jsonl) and can start it afresh."""
+
+    def reopen(self) -> None: ...
+
+
 CHECKPOINT_INTERVAL = 10.0
 STATUS_INTERVAL = 5.0
+
+
+def http_limits(cfg: Config) -> HttpLimits:
+    h = cfg.http
+    return HttpLimits(
+        max_body=h.max_body_kb * 1024,
+        header_timeout=h.header_timeout,
+        body_timeout=h.body_timeout,
+        max_connections=h.max_connections,
+        trusted_proxies=peers.networks(h.trusted_proxies),
+        status_token=h.status_token,
+    )
+
+
+def seen_keep_seconds(cfg: Config) -> float:
+    """How long keys of received notifications are remembered: ``outbox.keep_days``, but never less
+    than twice Novofon's replay window (a notification is accepted while its call_start is within
+    the window either way of now, so its replay can come up to two windows after it)."""
+    return max(cfg.outbox.keep_days * 86400, 2 * cfg.novofon.replay_window)
 
 
 class App:
@@ -39,9 +71,10 @@ class App:
         self.jobs, self.pipeline, self.ami, self.dispatcher = c.jobs, c.pipeline, c.ami, c.dispatcher
         self.tracker = c.pipeline.tracker
         self.supervisor = Supervisor()
+        self.redact = Redactor.from_settings(cfg)
         h = cfg.http
         self.http_server = (
-            HttpServer(h.bind, h.port, h.max_body_kb * 1024, c.routes, self.status, self.healthy)
+            HttpServer(h.bind, h.port, c.routes, self.safe_status, self.healthy, http_limits(cfg))
             if h.enabled
             else None
         )
@@ -91,30 +124,56 @@ class App:
                 "by_sink": counts,
             },
             "jobs": self.jobs.counts(),
+            "storage": self.store.health.as_dict(),
             "directory": {"employees": len(self.directory)},
             "tasks": self.supervisor.status(),
+            "integrations": {
+                name: parts.status() for name, parts in self.components.parts.items() if parts.status
+            },
             "healthy": self.supervisor.healthy,
         }
+
+    def safe_status(self) -> dict[str, Any]:
+        """/status with every known secret value masked (errors can quote URLs with codes in them)."""
+        return cast(dict[str, Any], json.loads(self.redact(json.dumps(self.status(), ensure_ascii=False))))
 
     def _report_status(self) -> None:
         state = "connected" if self.ami.connected.is_set() else f"unavailable ({self.ami.last_error})"
         dead = self.supervisor.dead
         systemd.notify(
-            f"STATUS=AMI {state}; active calls {self.tracker.active_calls}; deliveries pending {self.backlog}"
-            + (f"; restarting: {', '.join(dead)}" if dead else "")
+            self.redact(
+                f"STATUS=AMI {state}; active calls {self.tracker.active_calls};"
+                f" deliveries pending {self.backlog}" + (f"; restarting: {', '.join(dead)}" if dead else "")
+            )
         )
 
+    def reopen_files(self) -> None:
+        """SIGHUP: every file a sink writes is opened again (logrotate moved the old one away)."""
+        for sink in self.dispatcher.sinks:
+            if isinstance(sink, Reopenable):
+                try:
+                    sink.reopen()
+                except OSError as e:
+                    log.error("sink.reopen_failed", sink=sink.name, error=str(e))
+                else:
+                    log.info("sink.reopened", sink=sink.name)
+
     # -- background work of the daemon itself --------------------------------------------------
+    def housekeep(self, now: float | None = None) -> None:
+        """Purge delivered records and per-call state older than outbox.keep_days (keys of
+        received notifications: see ``seen_keep_seconds``)."""
+        now = time.time() if now is None else now
+        older = now - self.cfg.outbox.keep_days * 86400
+        purged = self.store.purge(older)
+        self.store.purge_seen(now - seen_keep_seconds(self.cfg))
+        self.state.purge(older)
+        self.jobs.purge_dead(older)
+        if purged:
+            log.info("outbox.purged", deliveries=purged, keep_days=self.cfg.outbox.keep_days)
+
     async def _housekeeping(self) -> None:
-        """Purge delivered records and per-call state older than outbox.keep_days, once an hour."""
         while True:
-            older = time.time() - self.cfg.outbox.keep_days * 86400
-            purged = self.store.purge(older)
-            self.store.purge_seen(older)
-            self.state.purge(older)
-            self.jobs.purge_dead(older)
-            if purged:
-                log.info("outbox.purged", deliveries=purged, keep_days=self.cfg.outbox.keep_days)
+            self.housekeep()
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
     async def _checkpointer(self) -> None:
@@ -165,4 +224,12 @@ async def run_daemon(cfg: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await App(cfg).run(stop)
+    app: App | None = None
+
+    def hangup() -> None:  # before the app exists too: SIGHUP must never kill the daemon
+        if app is not None:
+            app.reopen_files()
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
+    app = App(cfg)
+    await app.run(stop)

@@ -18,12 +18,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from bridge.calls.numbers import InvalidNumber, check_extension, is_ascii_digits
 from bridge.errors import SettingsError
+from bridge.http import peers
 from bridge.integrations.bitrix24.settings import Bitrix24Settings
 from bridge.integrations.local.settings import ConsoleSettings, JsonlSettings
 from bridge.integrations.novofon.settings import NovofonSettings, WebhookSettings, validate_webhooks
 from bridge.integrations.smsc.settings import SmsSettings
 from bridge.integrations.telegram.settings import TelegramSettings
+from bridge.redact import Redactor, raw_secret_values
 
 DEFAULT_PATH = Path("/etc/novofon-bridge/config.yaml")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -36,6 +39,10 @@ class ConfigError(Exception):
         self.file, self.key, self.problem = file, key, problem
         where = f"{file}: {key}" if key else file
         super().__init__(f"{where}: {problem}")
+
+    def redacted(self, redact: typing.Callable[[str], str]) -> ConfigError:
+        """The same error with every secret value in it masked."""
+        return ConfigError(self.file, self.key, redact(self.problem))
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ class AsteriskConfig:
     cdr: CdrConfig = field(default_factory=CdrConfig)
     trunk_endpoints: list[str] = field(default_factory=lambda: ["novofon"])
     internal_extensions: str = r"^[1-9][0-9]{1,3}$"
-    outgoing_context: str = "outgoing"
+    outgoing_context: str = "novofon-outgoing"
     recordings_dir: str = "/var/spool/asterisk/monitor"
 
 
@@ -121,6 +128,11 @@ class HttpConfig:
     bind: str = "127.0.0.1"
     port: int = 2613
     max_body_kb: int = 64
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    max_connections: int = 512
+    trusted_proxies: list[str] = field(default_factory=list)
+    status_token: str = dataclasses.field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,7 @@ class OutboxConfig:
     send_timeout: float = 60.0
     keep_days: float = 7.0
     synchronous: Literal["normal", "full"] = "normal"
+    parallel_calls: int = 8
 
 
 @dataclass(frozen=True)
@@ -299,10 +312,12 @@ def _validate(cfg: Config) -> None:
     for name in ("retry_base", "retry_cap", "max_age", "send_timeout", "keep_days"):
         if getattr(cfg.outbox, name) <= 0:
             raise ConfigError(f, f"outbox.{name}", "expected a positive number")
+    if not 1 <= cfg.outbox.parallel_calls <= 100:
+        raise ConfigError(f, "outbox.parallel_calls", "expected 1..100 calls delivered at once per sink")
     if ami.reconnect_min_delay > ami.reconnect_max_delay:
         raise ConfigError(f, "asterisk.ami.reconnect_min_delay", "must not exceed reconnect_max_delay")
     _validate_cdr(cfg)
-    if not cfg.pbx.country_code.isdigit():
+    if not is_ascii_digits(cfg.pbx.country_code):
         raise ConfigError(f, "pbx.country_code", f"expected digits such as 7, got {cfg.pbx.country_code!r}")
     _validate_sinks(cfg)
     if not 0 <= cfg.http.port < 65536:
@@ -311,14 +326,18 @@ def _validate(cfg: Config) -> None:
         )
     if not 1 <= cfg.http.max_body_kb <= 10240:
         raise ConfigError(f, "http.max_body_kb", "expected 1..10240 (KiB)")
-    internal = re.compile(cfg.asterisk.internal_extensions)
+    _validate_http(cfg)
     for ext in cfg.directory.employees:
-        if not internal.match(ext):
+        try:
+            check_extension(ext, cfg.asterisk.internal_extensions)
+        except InvalidNumber:
             raise ConfigError(
-                f, f"directory.employees.{ext}", "not an extension by asterisk.internal_extensions"
-            )
+                f,
+                f"directory.employees.{ext!a}",
+                "not an extension by asterisk.internal_extensions (ASCII digits only, the whole key)",
+            ) from None
     for did in cfg.pbx.lines:
-        if not did.isdigit():
+        if not is_ascii_digits(did):
             raise ConfigError(f, f"pbx.lines.{did}", "expected the DID as digits only, e.g. 74951234567")
 
 
@@ -340,6 +359,19 @@ def _validate_cdr(cfg: Config) -> None:
         )
 
 
+def _validate_http(cfg: Config) -> None:
+    h, f = cfg.http, cfg.source
+    for name in ("header_timeout", "body_timeout"):
+        if not 0 < getattr(h, name) <= 3600:
+            raise ConfigError(f, f"http.{name}", "expected a number of seconds, 0 < N <= 3600")
+    if not 1 <= h.max_connections <= 100_000:
+        raise ConfigError(f, "http.max_connections", "expected 1..100000")
+    try:
+        peers.networks(h.trusted_proxies)
+    except ValueError as e:
+        raise ConfigError(f, "http.trusted_proxies", str(e)) from None
+
+
 def _validate_sinks(cfg: Config) -> None:
     """Each integration validates its own settings; the key it names is put under its section."""
     s = cfg.sinks
@@ -349,6 +381,7 @@ def _validate_sinks(cfg: Config) -> None:
         ("sinks.bitrix24", s.bitrix24.validate),
         ("sinks.sms", s.sms.validate),
         ("sinks.webhooks", lambda: validate_webhooks(s.webhooks)),
+        ("novofon", cfg.novofon.validate),
     ]
     for section, check in checks:
         try:
@@ -375,6 +408,22 @@ def _validate_paths(cfg: Config) -> None:
             )
 
 
+def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:
+    """Say which line is not UTF-8 and how to fix it (typically cp1251 from a Windows editor)."""
+    data = path.read_bytes()
+    line = data.count(b"\n", 0, e.start) + 1
+    try:
+        data.decode("cp1251")
+        guess = ", похоже, в кодировке Windows-1251 (cp1251)"
+    except UnicodeDecodeError:
+        guess = ""
+    return (
+        f"файл не в кодировке UTF-8 (строка {line}, байт 0x{data[e.start]:02x}){guess}. "
+        "Сохраните его в UTF-8 (Блокнот: «Сохранить как» → Кодировка: UTF-8) или перекодируйте: "
+        f"iconv -f cp1251 -t utf-8 {path} -o {path}.utf8 && mv {path}.utf8 {path}"
+    )
+
+
 def load(path: str | Path | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
     """Load and validate a config file; ``path=None`` means the built-in defaults."""
     env = os.environ if env is None else env
@@ -384,7 +433,9 @@ def load(path: str | Path | None = None, env: typing.Mapping[str, str] | None = 
         return defaults
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(file, "", _not_utf8(Path(path), e)) from None
     except FileNotFoundError:
         raise ConfigError(
             file, "", "file not found (pass -c FILE or create it from the shipped config.yaml)"
@@ -397,6 +448,10 @@ def load(path: str | Path | None = None, env: typing.Mapping[str, str] | None = 
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(file, "", f"not valid YAML: {where}{getattr(e, 'problem', e)}") from None
-    cfg: Config = dataclasses.replace(_build(Config, data, file, "", env), source=file)
-    _validate(cfg)
+    try:
+        cfg: Config = dataclasses.replace(_build(Config, data, file, "", env), source=file)
+        _validate(cfg)
+    except ConfigError as e:  # the message may quote a value: mask every secret the file holds
+        values = raw_secret_values(data, Config, lambda t: _ENV.sub(lambda m: env.get(m[1], m[2] or ""), t))
+        raise e.redacted(Redactor.of(values)) from None
     return cfg

@@ -2,6 +2,7 @@
 
 - ``DeliveryError`` and its two kinds are what every outside-system adapter answers with: the
   outbox and the jobs queue decide from them when (and whether) to try again.
+- ``StorageUnavailable``: the machine cannot store anything right now (an HTTP 503, not a 4xx).
 - ``BadRequest`` is input we refuse at an HTTP route: a stable machine id, a message for people.
 """
 
@@ -22,6 +23,11 @@ class RetryLater(DeliveryError):
 
 class PermanentFailure(DeliveryError):
     """Retrying cannot help (a 4xx the far side means, a record it rejects): dead-letter it."""
+
+
+class StorageUnavailable(Exception):
+    """The database refused a write (disk full, read-only, I/O error): nothing was committed.
+    An HTTP route answers 503 with Retry-After; the AMI pipeline keeps the records and retries."""
 
 
 class BadRequest(Exception):

@@ -29,6 +29,7 @@ from bridge.pbx.ami import AmiSupervisor, Backoff
 from bridge.pbx.ami_events import WANTED
 from bridge.pbx.originate import Originator
 from bridge.pbx.pipeline import Pipeline, ami_settings
+from bridge.redact import Redactor
 
 INTEGRATIONS = {
     "local": local.setup,
@@ -40,7 +41,8 @@ INTEGRATIONS = {
 
 
 def open_store(cfg: Config) -> OutboxStore:
-    return OutboxStore(cfg.outbox_path, cfg.outbox.synchronous.upper())
+    """The outbox's database; errors stored in it have the config's secrets masked."""
+    return OutboxStore(cfg.outbox_path, cfg.outbox.synchronous.upper(), Redactor.from_settings(cfg))
 
 
 def build_directory(cfg: Config, store: OutboxStore) -> Directory:
@@ -54,7 +56,13 @@ def build_directory(cfg: Config, store: OutboxStore) -> Directory:
 
 def retry_policy(cfg: Config) -> RetryPolicy:
     o = cfg.outbox
-    return RetryPolicy(base=o.retry_base, cap=o.retry_cap, max_age=o.max_age, send_timeout=o.send_timeout)
+    return RetryPolicy(
+        base=o.retry_base,
+        cap=o.retry_cap,
+        max_age=o.max_age,
+        send_timeout=o.send_timeout,
+        parallel_calls=o.parallel_calls,
+    )
 
 
 @dataclass
@@ -78,7 +86,7 @@ def build(cfg: Config, extra_sinks: Sequence[Sink] = ()) -> Components:
     state = StateStore(store.db)
     http = Http(timeout=cfg.outbox.send_timeout)
     directory = build_directory(cfg, store)
-    jobs = Jobs(store.db)
+    jobs = Jobs(store.db, redact=store.redact, health=store.health)
     pipeline = Pipeline(cfg, store)
     a = cfg.asterisk.ami
     ami = AmiSupervisor(

@@ -19,6 +19,8 @@ from tests.lab import lab as lab_mod
 from tests.lab.calls import open_instance
 
 REPO = Path(__file__).resolve().parents[1]
+# The CLI reads /etc/novofon-bridge/env; tests never take a machine's real secrets from there.
+os.environ.setdefault("NOVOFON_BRIDGE_ENV", os.devnull)
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ class Event(enum.StrEnum):
     OUT_START = "NOTIFY_OUT_START"
     OUT_END = "NOTIFY_OUT_END"
     RECORD = "NOTIFY_RECORD"
+    IVR = "NOTIFY_IVR"  # the caller reached a voice menu (Novofon's cloud only); not an end
     SMS = "NOTIFY_SMS"  # an SMS to one of our numbers, from Novofon's /sms notification (ours)
 
 
@@ -58,6 +59,7 @@ FIELDS: dict[Event, tuple[str, ...]] = {
         "call_id_with_rec",
     ),
     Event.RECORD: ("event", "pbx_call_id", "call_id_with_rec"),
+    Event.IVR: ("event", "call_start", "pbx_call_id", "caller_id", "called_did"),
     Event.SMS: (
         "event",
         "pbx_call_id",
@@ -146,6 +148,7 @@ SIGNED_FIELDS: dict[Event, tuple[str, ...]] = {
     Event.OUT_START: ("internal", "destination", "call_start"),
     Event.OUT_END: ("internal", "destination", "call_start"),
     Event.RECORD: ("pbx_call_id", "call_id_with_rec"),
+    Event.IVR: ("caller_id", "called_did", "call_start"),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 EXIT_CONFIG = 2
 EXIT_AMI = 3
+EXIT_STORAGE = 4
 
 
 def say(text: str) -> None:

@@ -7,18 +7,18 @@ import argparse
 import sys
 import time
 
+from bridge.cli.state import cli_store
 from bridge.config import Config
+from bridge.logs import one_line
 from bridge.outbox.jobs import Jobs
-from bridge.wiring import open_store
 
 
 def run(cfg: Config, args: argparse.Namespace) -> int:
     if not cfg.outbox_path.exists():
         print(f"{cfg.outbox_path}: нет очереди (демон ещё не запускался с этим storage.dir)", file=sys.stderr)
         return 1
-    store = open_store(cfg)
-    try:
-        jobs = Jobs(store.db)
+    with cli_store(cfg) as store:
+        jobs = Jobs(store.db, redact=store.redact)
         if args.action == "retry":
             n = jobs.retry_dead(args.kind)
             print(f"повторное выполнение: {n} заданий возвращены в очередь (демон выполнит их сам)")
@@ -30,8 +30,7 @@ def run(cfg: Config, args: argparse.Namespace) -> int:
         for job in jobs.list("dead", args.limit):
             age = time.time() - job.created_at
             print(
-                f"  [dead] #{job.id} {job.kind} {age:.0f} с назад, попыток {job.attempts} — {job.last_error}"
+                f"  [dead] #{job.id} {job.kind} {age:.0f} с назад, попыток {job.attempts} — "
+                + one_line(jobs.redact(job.last_error or ""))
             )
         return 0
-    finally:
-        store.close()

@@ -1,4 +1,4 @@
-"""novofon-bridge command line: run | check | call | callback | status | outbox | jobs | employees."""
+"""novofon-bridge command line: run, check, call, callback, status, outbox, jobs, employees, asterisk."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from pathlib import Path
 
 from bridge import config as config_mod
 from bridge import logs
-from bridge.cli import employees, jobs, outbox, pbx
-from bridge.cli.common import EXIT_CONFIG
+from bridge.cli import asterisk, employees, envfile, jobs, outbox, pbx
+from bridge.cli.common import EXIT_CONFIG, EXIT_STORAGE
 from bridge.config import Config, ConfigError
+from bridge.outbox.health import StorageOpenError
+from bridge.redact import Redactor
 
 
 def _config_path(arg: str | None) -> Path:
@@ -27,6 +29,7 @@ def _load(args: argparse.Namespace) -> Config:
         "warning"
         if args.command in ("call", "callback", "status", "outbox", "jobs", "employees")
         else cfg.logging.level,
+        Redactor.from_settings(cfg),
     )
     return cfg
 
@@ -68,11 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
     jb.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
     jb.add_argument("--kind", default=None, help="retry only this kind of job (e.g. click2call)")
     jb.add_argument("--limit", type=int, default=50, help="list: at most N rows")
+    asterisk.add_parser(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; Ctrl-C anywhere ends it with exit code 130 and no traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\nпрервано (Ctrl-C)", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    # The daemon gets its secrets from systemd's EnvironmentFile; the CLI reads the same file.
+    warning = envfile.load_into(os.environ, envfile.path())
+    if warning:
+        print(f"предупреждение: {warning}", file=sys.stderr)
     args = build_parser().parse_args(argv)
+    if args.command == "asterisk":
+        return asterisk.run(args)  # needs no config.yaml: it comes before the daemon is set up
     try:
         cfg = _load(args)
     except ConfigError as e:
@@ -94,8 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return employees.run(cfg, args)
         if args.command == "status":
             return asyncio.run(pbx.with_pbx(cfg, pbx.status))
-        return asyncio.run(pbx.with_pbx(cfg, pbx.place_call(args)))
+        return asyncio.run(pbx.place(cfg, args))
+    except StorageOpenError as e:  # a corrupt or unwritable database: say which file and what to do
+        print(f"ошибка хранилища: {e}", file=sys.stderr)
+        return EXIT_STORAGE
     except KeyboardInterrupt:
+        print("\nпрервано (Ctrl-C)", file=sys.stderr)
         return 130
 
 

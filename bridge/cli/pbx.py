@@ -7,13 +7,17 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
+from bridge.calls.numbers import InvalidNumber
 from bridge.cli.common import EXIT_AMI, say
 from bridge.config import Config
+from bridge.integrations.bitrix24.checks import check_portal
 from bridge.pbx.ami_protocol import AmiError
 from bridge.pbx.catchup import cdr_source
 from bridge.pbx.cdr import CdrError
 from bridge.pbx.open_calls import OpenCallStore
-from bridge.pbx.originate import PbxActions
+from bridge.pbx.originate import PbxActions, checked_callback, checked_test_number
+
+EXIT_USAGE = 2  # as argparse: the arguments themselves are wrong
 
 
 async def with_pbx(cfg: Config, work: Callable[[PbxActions], Awaitable[int]]) -> int:
@@ -35,10 +39,14 @@ async def check(cfg: Config, connect: bool) -> int:
         return 0
     print(await cdr_line(cfg))
 
+    bitrix = await check_portal(cfg.sinks.bitrix24, cfg.outbox_path) if cfg.sinks.bitrix24.enabled else []
+    for problem in bitrix:
+        print(f"Bitrix24: {problem}", file=sys.stderr)
+
     async def login(actions: PbxActions) -> int:
         status = await actions.status()
         print(f"AMI: вход выполнен ({cfg.asterisk.ami.host}:{cfg.asterisk.ami.port}, {status.banner})")
-        return 0
+        return 1 if bitrix else 0
 
     return await with_pbx(cfg, login)
 
@@ -60,6 +68,19 @@ async def status(actions: PbxActions) -> int:
     for linkedid, channels in st.calls.items():
         print(f"  {linkedid}: " + "; ".join(channels))
     return 0 if ok else 1
+
+
+async def place(cfg: Config, args: argparse.Namespace) -> int:
+    """``call`` / ``callback``: the numbers are checked before AMI is even connected to."""
+    try:
+        if args.command == "call":
+            checked_test_number(cfg, args.number)
+        else:
+            checked_callback(cfg, args.employee, args.client, args.did)
+    except InvalidNumber as e:
+        print(f"ошибка: {e}; звонок не сделан", file=sys.stderr)
+        return EXIT_USAGE
+    return await with_pbx(cfg, place_call(args))
 
 
 def place_call(args: argparse.Namespace) -> Callable[[PbxActions], Awaitable[int]]:

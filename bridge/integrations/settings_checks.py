@@ -8,8 +8,13 @@ from bridge.errors import SettingsError
 
 
 def url(key: str, value: str) -> None:
+    """An http(s) URL. The error shows only the scheme and host of a wrong value: the rest of a
+    URL can be a secret (a Bitrix24 webhook's code, a token in the query)."""
     if not re.match(r"^https?://[^/\s]+", value):
-        raise SettingsError(key, f"expected an http(s):// URL, got {value[:40]!r}")
+        start = re.match(r"[^/?#]*(//[^/?#]*)?", value)
+        shown = re.sub(r"//[^@/]*@", "//***@", start.group(0) if start else "")[:40]
+        rest = "/…" if start is None or len(value) > len(start.group(0)) else ""
+        raise SettingsError(key, f"expected an http(s):// URL, got {shown + rest!r}")
 
 
 def positive(obj: object, *names: str) -> None:

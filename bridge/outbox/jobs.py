@@ -12,11 +12,16 @@ in SQLite, answered, and then worked off here, with the outbox's discipline:
 
 A handler must make each of its outside side effects happen at most once per job: one that does
 two things (link a chat, then say so) enqueues the second as a job of its own.
+
+When the storage refuses writes (disk full, read-only): ``add`` raises StorageUnavailable (the HTTP
+route answers 503, nothing is stored), and a job that ran but whose outcome cannot be written is
+remembered in memory, never run again, and its outcome written as soon as the storage takes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import sqlite3
@@ -27,7 +32,8 @@ from typing import Any
 
 import structlog
 
-from bridge.errors import PermanentFailure, RetryLater
+from bridge.errors import PermanentFailure, RetryLater, StorageUnavailable
+from bridge.outbox.health import StorageHealth, is_storage_error
 
 log = structlog.get_logger("bridge.jobs")
 
@@ -63,11 +69,20 @@ class Job:
 
 
 class Jobs:
-    def __init__(self, db: sqlite3.Connection, max_age: float = 6 * 3600.0) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        max_age: float = 6 * 3600.0,
+        redact: Callable[[str], str] | None = None,
+        health: StorageHealth | None = None,
+    ) -> None:
         self.db = db
         self.max_age = max_age
+        self.redact: Callable[[str], str] = redact or (lambda text: text)  # for stored errors
+        self.health = health
         self.handlers: dict[str, tuple[Handler, float]] = {}
         self.wake = asyncio.Event()
+        self._unsettled: dict[int, Callable[[], None]] = {}  # job id -> its outcome, not yet written
         db.executescript(SCHEMA)
         columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
         if "state" not in columns:
@@ -80,6 +95,16 @@ class Jobs:
         """Commit a job; with ``once``, only if that key was not seen within ``window`` seconds
         (the key is remembered in the same transaction). False: a repeat, nothing added."""
         now = time.time()
+        try:
+            return self._add(kind, payload, once, window, now)
+        except sqlite3.Error as e:
+            if not is_storage_error(e):
+                raise
+            if self.health is not None:
+                self.health.failed(e, "jobs.add")
+            raise StorageUnavailable(str(e)) from e
+
+    def _add(self, kind: str, payload: dict[str, Any], once: str | None, window: float, now: float) -> bool:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             if once is not None:
@@ -98,8 +123,12 @@ class Jobs:
             )
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite may have rolled back already (disk full)
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
             raise
+        if self.health is not None:
+            self.health.ok()
         self.wake.set()
         return True
 
@@ -142,6 +171,8 @@ class Jobs:
             await self.work()
             row = self.db.execute("SELECT MIN(next_try_at) FROM jobs WHERE state='pending'").fetchone()
             timeout = 60.0 if row[0] is None else min(60.0, max(0.05, row[0] - time.time()))
+            if self._unsettled:
+                timeout = min(timeout, 1.0)
             try:
                 async with asyncio.timeout(timeout):
                     await self.wake.wait()
@@ -149,35 +180,62 @@ class Jobs:
                 pass
 
     async def work(self) -> None:
+        for job_id, write in list(self._unsettled.items()):
+            if not self._settle(job_id, write):
+                return  # the storage still refuses writes: run nothing new meanwhile
         rows = self.db.execute(
             "SELECT id, kind, payload, attempts, created_at FROM jobs"
             " WHERE state='pending' AND next_try_at<=? ORDER BY id LIMIT ?",
             (time.time(), BATCH),
         ).fetchall()
         for job_id, kind, payload, attempts, created in rows:
-            await self._run_one(job_id, kind, payload, attempts, created)
+            if job_id not in self._unsettled:
+                await self._run_one(job_id, kind, payload, attempts, created)
+
+    def _settle(self, job_id: int, write: Callable[[], None]) -> bool:
+        """Write a job's outcome; if the storage refuses it, keep it for later (True: written)."""
+        try:
+            write()
+        except sqlite3.Error as e:
+            if not is_storage_error(e):
+                raise
+            if self.health is not None:
+                self.health.failed(e, "jobs")
+            self._unsettled[job_id] = write
+            return False
+        self._unsettled.pop(job_id, None)
+        if self.health is not None:
+            self.health.ok()
+        return True
 
     async def _run_one(self, job_id: int, kind: str, payload: str, attempts: int, created: float) -> None:
         handler, max_age = self.handlers.get(kind, (None, self.max_age))
         if handler is None:
-            self._dead(job_id, kind, f"no handler for job kind {kind!r}")
+            self._settle(job_id, lambda: self._dead(job_id, kind, f"no handler for job kind {kind!r}"))
             return
         age = time.time() - created
         if age > max_age:
-            self._dead(job_id, kind, f"too old to run ({age:.0f} s > {max_age:.0f} s): dropped")
+            reason = f"too old to run ({age:.0f} s > {max_age:.0f} s): dropped"
+            self._settle(job_id, lambda: self._dead(job_id, kind, reason))
             return
         try:
             await handler(json.loads(payload))
         except PermanentFailure as e:
-            self._dead(job_id, kind, str(e))
+            reason = str(e)
+            self._settle(job_id, lambda: self._dead(job_id, kind, reason))
             return
         except RetryLater as e:
-            self._retry(job_id, kind, attempts, created, max_age, str(e), e.retry_after)
+            error, after = str(e), e.retry_after
+            self._settle(job_id, lambda: self._retry(job_id, kind, attempts, created, max_age, error, after))
             return
         except Exception as e:  # a bug in a handler: a failed attempt, never the end of the runner
             log.exception("job.crashed", job=job_id, kind=kind)
-            self._retry(job_id, kind, attempts, created, max_age, f"{type(e).__name__}: {e}", None)
+            error = f"{type(e).__name__}: {e}"
+            self._settle(job_id, lambda: self._retry(job_id, kind, attempts, created, max_age, error, None))
             return
+        self._settle(job_id, lambda: self._done(job_id))
+
+    def _done(self, job_id: int) -> None:
         self.db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
 
     def _retry(
@@ -201,12 +259,12 @@ class Jobs:
         log.warning("job.retry", job=job_id, kind=kind, error=error, retry_in=round(delay, 2))
         self.db.execute(
             "UPDATE jobs SET attempts=attempts+1, next_try_at=?, last_error=? WHERE id=?",
-            (time.time() + delay, error[:500], job_id),
+            (time.time() + delay, self.redact(error)[:500], job_id),
         )
 
     def _dead(self, job_id: int, kind: str, reason: str) -> None:
         log.error("job.dead", job=job_id, kind=kind, reason=reason)
         self.db.execute(
             "UPDATE jobs SET state='dead', attempts=attempts+1, next_try_at=?, last_error=? WHERE id=?",
-            (time.time(), reason[:500], job_id),
+            (time.time(), self.redact(reason)[:500], job_id),
         )

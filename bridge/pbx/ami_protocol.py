@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -27,6 +29,46 @@ _BANNER = b"Asterisk Call Manager/"
 
 class AmiError(Exception):
     """An AMI action failed or the connection broke while it was pending."""
+
+
+class UnsafeAction(AmiError):
+    """An action we refuse to send: its name, a key or a value holds CR, LF or another control
+    character, which would let it end early and smuggle in a second, attacker-built action.
+
+    Raised before a single byte is written; the message names the action and the key, never the
+    value (it may be a secret, e.g. the Login's).
+    """
+
+
+_KEY = re.compile(r"[A-Za-z0-9_()-]{1,64}")
+
+
+def _has_control(text: str) -> bool:
+    """C0/C1 controls (CR, LF, NUL, ESC, DEL...) and Unicode line/paragraph separators."""
+    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
+
+
+def check_action(action: str, fields: dict[str, str] | None) -> list[tuple[str, str]]:
+    """The action's header lines, each checked; UnsafeAction if any is unsafe.
+
+    ``Variable`` may carry several variables separated by "\n" (one ``Variable:`` line each);
+    that is the only newline ever accepted, and each part is checked on its own.
+    """
+    if not _KEY.fullmatch(action):
+        raise UnsafeAction(f"AMI action name {action[:40]!r} refused: expected letters and digits only")
+    lines: list[tuple[str, str]] = []
+    for key, value in (fields or {}).items():
+        if not _KEY.fullmatch(key):
+            raise UnsafeAction(f"AMI action {action}: key {key[:40]!r} refused (letters and digits only)")
+        text = str(value)
+        for one in text.split("\n") if key == "Variable" else (text,):
+            if _has_control(one):
+                raise UnsafeAction(
+                    f"AMI action {action}: the value of {key} holds a control character (CR, LF...): "
+                    "refused, nothing was sent"
+                )
+            lines.append((key, one))
+    return lines
 
 
 def parse_message(block: bytes) -> AmiMessage:
@@ -136,6 +178,7 @@ class AmiProtocol(asyncio.Protocol):
         self._pending.clear()
         if not self.banner_seen.done():
             self.banner_seen.set_exception(AmiError("AMI connection closed before the banner"))
+            self.banner_seen.exception()  # its waiter may be gone (Ctrl-C): no "never retrieved" at exit
         if not self.closed.done():
             self.closed.set_result(exc)
 
@@ -178,13 +221,12 @@ class AmiProtocol(asyncio.Protocol):
 
     # -- actions -------------------------------------------------------------------------------
     def send_action(self, action: str, fields: dict[str, str] | None = None) -> asyncio.Future[ActionResult]:
+        checked = check_action(action, fields)  # before anything else: nothing unsafe is ever sent
         if self.transport is None or self.transport.is_closing():
             raise AmiError("AMI connection is not open")
         action_id = f"nb-{next(self._ids)}"
         lines = [f"Action: {action}", f"ActionID: {action_id}"]
-        for key, value in (fields or {}).items():
-            for one in str(value).split("\n") if key == "Variable" else (str(value),):
-                lines.append(f"{key}: {one}")
+        lines.extend(f"{key}: {value}" for key, value in checked)
         future: asyncio.Future[ActionResult] = asyncio.get_running_loop().create_future()
         self._pending[action_id] = _Pending(future)
         self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))

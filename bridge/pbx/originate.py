@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -20,16 +21,32 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from bridge.calls.numbers import normalise, pretty
+from bridge.calls.numbers import InvalidNumber, check_extension, check_phone, parse_phone, pretty
 from bridge.calls.records import CallRecord, Event, make
 from bridge.config import Config
 from bridge.errors import PermanentFailure, RetryLater
 from bridge.pbx.ami import AmiConnection, AmiSupervisor
-from bridge.pbx.ami_protocol import AmiError, AmiMessage
+from bridge.pbx.ami_protocol import AmiError, AmiMessage, UnsafeAction
 from bridge.pbx.follow import CallFollower, Outcome, Printer
 from bridge.pbx.pipeline import ami_settings
 
 log = structlog.get_logger("bridge.originate")
+
+_CHANNEL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def checked_test_number(cfg: Config, number: str) -> str:
+    """The CLI's ``call NUMBER``, checked and normalised (InvalidNumber otherwise)."""
+    return parse_phone(number, cfg.pbx.country_code, "номер для тестового звонка")
+
+
+def checked_callback(cfg: Config, employee: str, client: str, did: str | None) -> tuple[str, str, str | None]:
+    """The CLI's ``callback --employee --client --from``, checked and normalised (InvalidNumber)."""
+    return (
+        check_extension(employee, cfg.asterisk.internal_extensions, "--employee"),
+        parse_phone(client, cfg.pbx.country_code, "--client"),
+        parse_phone(did, cfg.pbx.country_code, "--from") if did else None,
+    )
 
 
 class PbxActions:
@@ -83,7 +100,7 @@ class PbxActions:
 
     async def test_call(self, number: str, say: Printer, timeout: float | None = None) -> Outcome:
         """Call ``number`` through the trunk (Local/NUMBER@outgoing) and play the test prompt."""
-        number = normalise(number, self.cfg.pbx.country_code)
+        number = checked_test_number(self.cfg, number)
         cli = self.cfg.cli
         follower = CallFollower(new_call_id("nbcall"), self.cfg, say)
         say(f"тестовый звонок на {pretty(number)} (Local/{number}@{self.cfg.asterisk.outgoing_context})")
@@ -103,7 +120,7 @@ class PbxActions:
         self, employee: str, client: str, did: str | None, say: Printer, timeout: float | None = None
     ) -> Outcome:
         """Ring the employee's phone first; once they answer, call the client through the trunk."""
-        client = normalise(client, self.cfg.pbx.country_code)
+        employee, client, did = checked_callback(self.cfg, employee, client, did)
         cli = self.cfg.cli
         follower = CallFollower(new_call_id("nbcb"), self.cfg, say, employee_leg=True)
         say(f"обратный звонок: сначала сотрудник {employee}, затем клиент {pretty(client)}")
@@ -116,7 +133,7 @@ class PbxActions:
             "Timeout": "30000",
         }
         if did:
-            fields["Variable"] = f"OUTBOUND_CALLERID={normalise(did, self.cfg.pbx.country_code)}"
+            fields["Variable"] = f"OUTBOUND_CALLERID={did}"
         outcome = await self._originate(follower, fields, timeout or cli.call_timeout + 60)
         if "employee_answered" not in outcome.steps and not outcome.answered:
             outcome.reason = f"сотрудник {employee} не ответил: {outcome.reason}"
@@ -170,7 +187,18 @@ class Originator:
 
     async def ring(self, extension: str, phone: str, chan: str) -> None:
         """Ring ``extension``; once answered, dial ``phone`` through the trunk. The call's
-        pbx_call_id is ``out_<chan>``; an employee who never answers still gets an OUT_END."""
+        pbx_call_id is ``out_<chan>``; an employee who never answers still gets an OUT_END.
+
+        Whatever asked (a Bitrix24 click, a Telegram press, a job read back from the database),
+        the extension, the number and the channel id are checked here, where they reach AMI:
+        a bad one is a PermanentFailure and nothing is sent."""
+        try:
+            check_extension(extension, self.cfg.asterisk.internal_extensions)
+            check_phone(phone, "номер клиента")
+        except InvalidNumber as e:
+            raise PermanentFailure(str(e)) from None
+        if not _CHANNEL_ID.fullmatch(chan):
+            raise PermanentFailure(f"недопустимый ChannelId {chan[:40]!r}")
         conn = self.ami.connection
         if conn is None:
             raise RetryLater("AMI is not connected")
@@ -195,6 +223,9 @@ class Originator:
                     "OtherChannelId": f"{chan}-2",
                 },
             )
+        except UnsafeAction as e:  # a config value (callback_callerid, outgoing_context) is unsafe
+            self._pending.pop(chan, None)
+            raise PermanentFailure(f"AMI: {e}") from e
         except AmiError as e:
             self._pending.pop(chan, None)
             raise RetryLater(f"AMI: {e}") from e

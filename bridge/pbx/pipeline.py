@@ -2,7 +2,9 @@
 
 - every AMI event goes through the pure tracker; the records it returns are enriched (line names,
   recording paths) and committed to the outbox, in one transaction with the snapshots of the calls
-  they belong to (bridge/pbx/open_calls.py), before any sink is woken;
+  they belong to (bridge/pbx/open_calls.py), before any sink is woken; while the storage refuses
+  writes (disk full, read-only) records and snapshots wait in memory, in order, and a timer commits
+  them as soon as it takes writes again;
 - at start the tracker takes back the open calls of the previous run; after every (re)connect and
   at every start the live channels are read (CoreShowChannels) and the tracker resyncs: calls that
   ended meanwhile are closed with what the CDR or the recording says (bridge/pbx/catchup.py), calls
@@ -18,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +32,7 @@ from bridge.calls.events import LiveChannel
 from bridge.calls.records import CallRecord, Event
 from bridge.calls.tracker import Tracker, TrackerSettings
 from bridge.config import Config
+from bridge.errors import StorageUnavailable
 from bridge.outbox.dispatcher import Dispatcher
 from bridge.outbox.store import OutboxStore
 from bridge.pbx.ami import AmiConnection, AmiSettings
@@ -41,6 +46,7 @@ log = structlog.get_logger("bridge.pbx")
 SWEEP_INTERVAL = 60.0
 TICK = 1.0  # snapshots of changed calls are saved this often (records save theirs at once)
 HEARTBEAT_INTERVAL = 5.0  # "still listening" is noted this often (a restart backfills from there)
+COMMIT_RETRY_MIN, COMMIT_RETRY_MAX = 0.5, 5.0  # while the disk is full: retry the commit this often
 
 AmiObserver = Callable[[AmiMessage], None]
 RecordObserver = Callable[[list[CallRecord]], None]
@@ -90,6 +96,10 @@ class Pipeline:
         self._recordings = Path(cfg.asterisk.recordings_dir)
         self._conn: AmiConnection | None = None
         self._connects = 0
+        # (records, ids of a backfilled call) the storage refused, oldest first
+        self._unsaved: deque[tuple[list[CallRecord], list[str]]] = deque()
+        self._commit_timer: asyncio.TimerHandle | None = None
+        self._commit_delay = COMMIT_RETRY_MIN
 
     def attach(self, dispatcher: Dispatcher) -> None:
         """The outbox's dispatcher, once every sink is known (the integrations are built after us)."""
@@ -122,42 +132,80 @@ class Pipeline:
     # -- out -----------------------------------------------------------------------------------
     def publish(self, records: list[CallRecord]) -> None:
         """Commit the records (one delivery per sink) before anything is sent, then wake the sinks.
-        The snapshots of the calls that changed go in the same transaction: after a kill -9 the
-        tracker knows exactly which records were committed."""
-        enriched = [self._enrich(r) for r in records]
-        self._commit(lambda: self.store.add(enriched, self.dispatcher.sink_names))
-        self.dispatcher.notify()
+        If the storage refuses them they wait behind any earlier ones and are committed later, in
+        order (``unsaved``), always in one transaction with the snapshots of the calls that changed:
+        after a kill -9 the tracker knows exactly which records were committed."""
+        self._queue([self._enrich(r) for r in records], [])
         for observe in self.record_observers:
             observe(records)
 
-    def _commit(self, write: Callable[[], object], seen: list[str] | None = None) -> None:
-        changes = self.tracker.take_changes()
-        now = time.time()
-        try:
-            with self.store.transaction():
-                write()
-                self.open_calls.apply(changes, now)
-                if seen:
-                    self.open_calls.mark_seen(seen, now)
-        except BaseException:
-            self.tracker.requeue(changes)
-            raise
-
     def _commit_backfill(self, records: list[CallRecord], ids: list[str]) -> None:
         """A backfilled call: its records and the ids that say it was reported, in one commit."""
-        enriched = [self._enrich(r) for r in records]
-        self._commit(lambda: self.store.add(enriched, self.dispatcher.sink_names), ids)
-        self.dispatcher.notify()
+        self._queue([self._enrich(r) for r in records], ids)
         for observe in self.record_observers:
             observe(records)
 
     def save_snapshots(self) -> None:
-        """Commit the snapshots of calls that changed without emitting a record."""
-        if self.tracker.has_changes:
-            self._commit(lambda: None)
+        """Commit the snapshots of calls that changed without emitting a record (with any records
+        still waiting for the storage: a snapshot is never ahead of the committed records)."""
+        if self._commit_timer is not None:
+            return  # the storage refused the last commit: its timer commits these too
+        if self._unsaved or self.tracker.has_changes:
+            self._commit_unsaved()
+
+    @property
+    def unsaved(self) -> int:
+        """Records waiting for the storage to take writes again."""
+        return sum(len(records) for records, _ in self._unsaved)
+
+    def _unsaved_ids(self) -> set[str]:
+        """Ids of backfilled calls still waiting for the storage (never backfilled twice)."""
+        return {i for _, seen in self._unsaved for i in seen}
+
+    def _queue(self, records: list[CallRecord], seen: list[str]) -> None:
+        self._unsaved.append((records, seen))
+        self._commit_unsaved()
+
+    def _commit_unsaved(self) -> None:
+        """Everything waiting, in order, plus the tracker's changed snapshots: one commit."""
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
+        batches = list(self._unsaved)
+        changes = self.tracker.take_changes()
+        now = time.time()
+        try:
+            with self.store.transaction():
+                for records, seen in batches:
+                    if records:
+                        self.store.add(records, self.dispatcher.sink_names, now)
+                    if seen:
+                        self.open_calls.mark_seen(seen, now)
+                self.open_calls.apply(changes, now)
+        except StorageUnavailable:  # logged once by the store's health
+            self.tracker.requeue(changes)
+            self._retry_commit_later()
+            return
+        except BaseException:
+            self.tracker.requeue(changes)
+            raise
+        for _ in batches:
+            self._unsaved.popleft()
+        self._commit_delay = COMMIT_RETRY_MIN
+        if any(records for records, _ in batches):
+            self.dispatcher.notify()
+
+    def _retry_commit_later(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): the next publish tries again
+            return
+        self._commit_timer = loop.call_later(self._commit_delay, self._commit_unsaved)
+        self._commit_delay = min(COMMIT_RETRY_MAX, self._commit_delay * 2)
 
     def commit_inbound(self, key: str, records: list[CallRecord]) -> bool:
-        """Records that came over HTTP: committed once (repeats by ``key`` are dropped), then sent."""
+        """Records that came over HTTP: committed once (repeats by ``key`` are dropped), then sent.
+        Raises StorageUnavailable when the storage refuses them (the route answers 503)."""
         stored = self.store.add_once(key, [self._enrich(r) for r in records], self.dispatcher.sink_names)
         if stored:
             self.dispatcher.notify()
@@ -193,9 +241,9 @@ class Pipeline:
                 self.publish(records)
             backfilled = 0
             if since is not None:
-                backfilled = self.catchup.run(cdr, since, self.tracker.known_ids())
+                backfilled = self.catchup.run(cdr, since, self.tracker.known_ids() | self._unsaved_ids())
             self.save_snapshots()
-            self.catchup.outage_over(since, now, backfilled)
+            self._link_write(lambda: self.catchup.outage_over(since, now, backfilled))
             self._conn = conn
             log.info(
                 "ami.resynced",
@@ -248,15 +296,16 @@ class Pipeline:
                 await asyncio.sleep(TICK)
                 self.save_snapshots()
                 now = time.time()
-                if self.listening and loop.time() >= next_beat:
-                    self.catchup.heartbeat(now)
+                if self.listening and not self._unsaved and loop.time() >= next_beat:
+                    # never while records wait for the storage: a restart backfills from here
+                    self._link_write(functools.partial(self.catchup.heartbeat, now))
                     next_beat = loop.time() + HEARTBEAT_INTERVAL
                 window = self.catchup.due(now)
                 if window is not None and self.listening:
                     await self._backfill_again(window)
                 if loop.time() >= next_sweep:
                     next_sweep = loop.time() + SWEEP_INTERVAL
-                    self.catchup.forget_old(now)
+                    self._link_write(functools.partial(self.catchup.forget_old, now))
                     records = self.tracker.sweep(now)
                     if records:
                         log.warning("calls.swept", records=len(records))
@@ -264,15 +313,22 @@ class Pipeline:
         finally:
             if self.listening:  # a clean stop: the next start backfills from this moment
                 with contextlib.suppress(Exception):
-                    self.save_snapshots()
-                    self.catchup.heartbeat(time.time())
+                    self._commit_unsaved()
+                    if not self._unsaved:
+                        self._link_write(lambda: self.catchup.heartbeat(time.time()))
 
     async def _backfill_again(self, since: float) -> None:
         cdr = await self.catchup.rows(since, [])
-        n = self.catchup.run(cdr, since, self.tracker.known_ids())
-        self.catchup.counted(n)
+        n = self.catchup.run(cdr, since, self.tracker.known_ids() | self._unsaved_ids())
+        self._link_write(lambda: self.catchup.counted(n))
         if n:
             log.info("calls.backfill_pass", backfilled=n)
+
+    def _link_write(self, write: Callable[[], None]) -> None:
+        """A note on the AMI link or the calls seen (open_calls.py); while the storage refuses
+        writes it is skipped (the store's health says so once; the next note says it again)."""
+        with contextlib.suppress(StorageUnavailable), self.store.transaction():
+            write()
 
     def link_status(self, down_since: float | None) -> dict[str, object]:
         """What /status says about the AMI link: the last outage and what was backfilled."""

@@ -19,6 +19,7 @@ SIGNED = {
     "NOTIFY_OUT_START": ("internal", "destination", "call_start"),
     "NOTIFY_OUT_END": ("internal", "destination", "call_start"),
     "NOTIFY_RECORD": ("pbx_call_id", "call_id_with_rec"),
+    "NOTIFY_IVR": ("caller_id", "called_did", "call_start"),  # user-api-v1: NotifyIvr extends NotifyStart
 }
 
 

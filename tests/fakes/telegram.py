@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import html
 import itertools
+import json
 import re
 from html.parser import HTMLParser
 from typing import Any
@@ -85,12 +86,16 @@ class FakeTelegram(FakeServer):
         self.chats: dict[str, dict[int, str]] = {}  # chat -> message_id -> current text
         self.edits: dict[str, int] = {}
         self.audio: list[tuple[str, str, int]] = []  # (chat, filename, size)
+        self.media: dict[str, set[int]] = {}  # chat -> ids of audio/document messages
         self.sent_texts: list[tuple[str, str]] = []
         self.methods: list[str] = []
         self.markups: dict[tuple[str, int], Any] = {}  # (chat, message_id) -> reply_markup
         self.answers: list[dict[str, Any]] = []  # answerCallbackQuery payloads
         self.updates: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.webhook: dict[str, Any] | None = None
+        self.known_chats: set[str] | None = None  # when set, other chats are "chat not found"
+        self.migrated: dict[str, str] = {}  # group -> the supergroup it became
+        self.deprecated: list[str] = []  # deprecated parameters we were sent (tests want none)
         self.method_faults: dict[str, list[Fault]] = {}  # method -> faults for its next calls
         self.too_early: list[tuple[str, float]] = []  # (chat, seconds early): a closed chat was hit
         self._closed_until: dict[str, float] = {}
@@ -122,7 +127,16 @@ class FakeTelegram(FakeServer):
             if fault.status == 429 and chat_id and retry_after:
                 self._closed_until[chat_id] = now + float(retry_after)
             return web.json_response(fault.body, status=fault.status)
+        for old in ("disable_web_page_preview", "reply_to_message_id"):
+            if old in data:
+                self.deprecated.append(old)
         if method == "getUpdates":
+            if self.webhook is not None:
+                return self._error(
+                    409,
+                    "Conflict: can't use getUpdates method while webhook is active; "
+                    "use deleteWebhook to delete the webhook first",
+                )
             return await self._get_updates(data)
         if method in ("setWebhook", "deleteWebhook"):
             self.webhook = data if method == "setWebhook" else None
@@ -143,6 +157,20 @@ class FakeTelegram(FakeServer):
             return self._error(400, "Bad Request: chat_id is empty")
         if chat in self.blocked:
             return self._error(403, "Forbidden: bot can't initiate conversation with a user")
+        if chat in self.migrated:
+            return web.json_response(
+                {
+                    "ok": False,
+                    "error_code": 400,
+                    "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                    "parameters": {"migrate_to_chat_id": int(self.migrated[chat])},
+                },
+                status=400,
+            )
+        if self.known_chats is not None and chat not in self.known_chats:
+            return self._error(400, "Bad Request: chat not found")
+        if (problem := self._reply_problem(chat, data)) is not None:
+            return self._error(400, problem)
         if method in ("sendMessage", "editMessageText"):
             text = data.get("text")
             if not isinstance(text, str) or not 1 <= len(text) <= 4096:
@@ -175,12 +203,35 @@ class FakeTelegram(FakeServer):
             field = data.get("audio") or data.get("document")
             if not isinstance(field, web.FileField):
                 return self._error(400, "Bad Request: there is no audio in the request")
+            if method == "sendAudio" and not field.filename.lower().endswith((".mp3", ".m4a")):
+                return self._error(400, "Bad Request: AUDIO_EXT_INVALID")
             size = len(field.file.read())
             if size > 50 * 1024 * 1024:
                 return self._error(413, "Request Entity Too Large")
             self.audio.append((chat, field.filename, size))
-            return web.json_response({"ok": True, "result": {"message_id": next(self._ids)}})
+            mid = next(self._ids)
+            self.media.setdefault(chat, set()).add(mid)
+            return web.json_response({"ok": True, "result": {"message_id": mid}})
         return self._error(404, "Not Found: method not found")
+
+    def _reply_problem(self, chat: str, data: dict[str, Any]) -> str | None:
+        """A reply to a message that is not there: refused unless allow_sending_without_reply."""
+        params = data.get("reply_parameters")
+        if isinstance(params, str):
+            params = json.loads(params)
+        if params is None and data.get("reply_to_message_id") is not None:
+            params = {"message_id": data["reply_to_message_id"]}
+        if not params:
+            return None
+        target = int(params.get("message_id", 0))
+        exists = target in self.chats.get(chat, {}) or target in self.media.get(chat, set())
+        if exists or params.get("allow_sending_without_reply"):
+            return None
+        return "Bad Request: message to be replied not found"
+
+    def delete(self, chat: str, message_id: int) -> None:
+        """Somebody deleted a message in the chat."""
+        self.chats.get(chat, {}).pop(message_id, None)
 
     async def _get_updates(self, data: dict[str, Any]) -> web.Response:
         """Long polling: hand out what is queued, or wait up to ``timeout`` seconds for something."""

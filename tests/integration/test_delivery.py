@@ -28,7 +28,7 @@ from bridge.outbox.store import OutboxStore, State
 from bridge.pbx.ami import AmiConnection
 from tests.conftest import hangup_all, lab_config
 from tests.fakes.base import Fault
-from tests.fakes.bitrix import ExternalCall, FakeBitrix, query_limit
+from tests.fakes.bitrix import ExternalCall, FakeBitrix, portal_user, query_limit
 from tests.fakes.novofon_receiver import NovofonReceiver
 from tests.fakes.telegram import TOKEN, FakeTelegram, too_many_requests
 from tests.helpers import until
@@ -81,7 +81,11 @@ class Fakes:
 
 @pytest.fixture
 async def fakes() -> AsyncIterator[Fakes]:
-    f = Fakes(FakeTelegram(), FakeBitrix(), NovofonReceiver(SECRET))
+    users = [portal_user(1, "", "Администратор Портала")] + [
+        portal_user(uid, ext, name)
+        for ext, uid, name in (("101", 11, "Иван И"), ("102", 12, "Пётр П"), ("104", 14, "Занятой З"))
+    ]  # the strict fake refuses a USER_ID the portal does not have
+    f = Fakes(FakeTelegram(), FakeBitrix(users=users), NovofonReceiver(SECRET))
     for server in (f.tg, f.bx, f.crm):
         await server.start()
     yield f

@@ -21,7 +21,7 @@ from bridge.calls.records import record_key
 from bridge.outbox.store import OutboxStore, State
 from bridge.pbx.ami import AmiConnection
 from tests.conftest import arx, hangup_all, lab_config, lab_env
-from tests.fakes.bitrix import FakeBitrix
+from tests.fakes.bitrix import FakeBitrix, portal_user
 from tests.fakes.novofon_receiver import NovofonReceiver
 from tests.fakes.telegram import FakeTelegram
 from tests.helpers import MemorySink, until
@@ -169,7 +169,11 @@ class KeyedReceiver(NovofonReceiver):
 
 @pytest.fixture
 async def keyed_fakes() -> AsyncIterator[Fakes]:
-    f = Fakes(FakeTelegram(), FakeBitrix(), KeyedReceiver(SECRET))
+    users = [portal_user(1, "", "Администратор Портала")] + [
+        portal_user(uid, ext, name)
+        for ext, uid, name in (("101", 11, "Иван И"), ("102", 12, "Пётр П"), ("104", 14, "Занятой З"))
+    ]  # as test_delivery's fakes: the strict fake refuses a USER_ID the portal does not have
+    f = Fakes(FakeTelegram(), FakeBitrix(users=users), KeyedReceiver(SECRET))
     for server in (f.tg, f.bx, f.crm):
         await server.start()
     yield f

@@ -1,15 +1,16 @@
 """A real three-instance Asterisk 22 lab on loopback.
 
-- ``pbx``      (127.0.0.11): our own asterisk-conf/ templates, rendered with lab addresses and
-  credentials. This is the Asterisk novofon-bridge watches.
+- ``pbx``      (127.0.0.11): an office's Asterisk (phones, dialplan, AMI/ARI users of its own) into
+  which ``novofon-bridge asterisk install`` wired our asterisk-conf/ snippets, then edited as the
+  README says (trunk login, DID routes). This is the Asterisk novofon-bridge watches.
 - ``provider`` (127.0.0.12): plays Novofon — a registrar with digest auth for the trunk, numbers
   that answer, are busy or never answer, and a way to place inbound calls towards the PBX.
 - ``phones``   (127.0.0.13): plays the employees' handsets, registered to the PBX as 101…104
   (101 answers and stays; 102 answers and hangs up after 3 s; 103 never answers; 104 is busy)
   and able to dial out as any of them.
 
-Rendering only substitutes addresses, ports, credentials and DID routes in the templates, so a
-broken template breaks the tests.
+Rendering only substitutes addresses, credentials and DID routes in the installed snippets, so a
+broken snippet or installer breaks the tests.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from pathlib import Path
 from tests.lab.provision import mount, provision, umount
 
 REPO = Path(__file__).resolve().parents[2]
-TEMPLATES = REPO / "asterisk-conf"
 
 # Several labs can run side by side on one machine (developers' parallel runs, other projects):
 # NOVOFON_LAB_SLOT=N moves this one to 127.0.N.11-13, /labN inside the chroot and its own RTP ports.
@@ -65,17 +65,20 @@ LONG_RING_TIMEOUT = 60
 DIAL_TIMEOUT = 5  # seconds an outbound call rings before "no answer"
 
 LAB_ROUTES = f"""exten => {DID_QUEUE},1,NoOp(lab: a queue that gives up after {QUEUE_TIMEOUT} s)
- same => n,Gosub(record,s,1)
+ same => n,Gosub(novofon-settings,s,1)
+ same => n,Gosub(novofon-record,s,1)
  same => n,Queue(lab-queue,,,,{QUEUE_TIMEOUT})
  same => n,Hangup()
 exten => {DID_LOCAL_GROUP},1,NoOp(lab: a ring group of Local channels)
- same => n,Gosub(record,s,1)
+ same => n,Gosub(novofon-settings,s,1)
+ same => n,Gosub(novofon-record,s,1)
  same => n,Dial(Local/103@from-internal&Local/104@from-internal,{GROUP_TIMEOUT})
  same => n,Hangup()
 exten => {DID_LONG},1,NoOp(lab: rings 103 for a long time)
- same => n,Gosub(record,s,1)
+ same => n,Gosub(novofon-settings,s,1)
+ same => n,Gosub(novofon-record,s,1)
  same => n,Dial(PJSIP/103,{LONG_RING_TIMEOUT})
- same => n,Goto(dial-result,${{DIALSTATUS}},1)
+ same => n,Goto(novofon-dial-result,${{DIALSTATUS}},1)
 """
 
 # Numbers the provider answers for outbound calls.
@@ -178,10 +181,136 @@ class LabError(RuntimeError):
     pass
 
 
+def _sub(text: str, old: str, new: str) -> str:
+    """Replace ``old`` with ``new``; a template that lost ``old`` breaks the lab loudly."""
+    if old not in text:
+        raise LabError(f"asterisk-conf snippet no longer contains {old!r}")
+    return text.replace(old, new)
+
+
+def office_config() -> dict[str, str]:
+    """What the office's Asterisk already holds before novofon-bridge: phones 101-104 and a fax,
+    their dialplan and other contexts, an AMI user and an ARI user of its own."""
+    phones = "".join(
+        f"""
+[{ext}](phone)
+auth={ext}
+aors={ext}
+callerid=Employee {ext} <{ext}>
+[{ext}](phone-auth)
+username={ext}
+password=lab-phone-{ext}
+[{ext}](phone-aor)
+"""
+        for ext in EXTENSIONS
+    )
+    return {
+        "pjsip.conf": f"""; The office's own PJSIP settings.
+[global]
+type=global
+user_agent=Office PBX
+
+[transport-udp]
+type=transport
+protocol=udp
+bind={PBX_IP}:5060
+
+[phone](!)
+type=endpoint
+transport=transport-udp
+context=from-internal
+disallow=all
+allow=alaw,ulaw
+direct_media=no
+rtp_symmetric=yes
+force_rport=yes
+rewrite_contact=yes
+
+[phone-auth](!)
+type=auth
+auth_type=userpass
+
+[phone-aor](!)
+type=aor
+max_contacts=1
+remove_existing=yes
+qualify_frequency=60
+{phones}
+; A fax machine that is not plugged in today.
+[fax](phone)
+auth=fax
+aors=fax
+callerid=Fax <200>
+[fax](phone-auth)
+username=fax
+password=lab-fax-password
+[fax](phone-aor)
+""",
+        "extensions.conf": f"""; The office's own dialplan.
+[general]
+static=yes
+writeprotect=no
+
+[globals]
+OFFICE=Lab office
+
+[from-internal]
+; Office phones: three digits ring a colleague, anything longer goes out through Novofon.
+exten => _XXX,1,Dial(PJSIP/${{EXTEN}},{RING_TIMEOUT})
+ same => n,Goto(office-dial-result,${{DIALSTATUS}},1)
+exten => _X.,1,Goto(novofon-outgoing,${{EXTEN}},1)
+exten => _+X.,1,Goto(novofon-outgoing,${{EXTEN:1}},1)
+
+[office-dial-result]
+exten => BUSY,1,Hangup(17)
+exten => NOANSWER,1,Hangup(19)
+exten => CONGESTION,1,Hangup(34)
+exten => CHANUNAVAIL,1,Hangup(20)
+exten => _X.,1,Hangup()
+
+[night-service]
+exten => s,1,Answer()
+ same => n,Playback(hello-world)
+ same => n,Hangup()
+""",
+        "manager.conf": f"""[general]
+enabled = yes
+port = {AMI_PORT}
+bindaddr = {PBX_IP}
+displayconnects = no
+timestampevents = yes
+
+; The office's operator panel.
+[panel]
+secret = lab-panel-secret
+deny = 0.0.0.0/0.0.0.0
+permit = 127.0.0.1/255.255.255.255
+read = call
+write = call
+""",
+        "ari.conf": """[general]
+enabled = yes
+pretty = no
+
+[dashboard]
+type = user
+read_only = yes
+password = lab-dashboard
+password_format = plain
+""",
+        "http.conf": f"""[general]
+enabled = yes
+bindaddr = {PBX_IP}
+bindport = 8088
+""",
+    }
+
+
 class Lab:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or provision()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.pristine: dict[str, bytes] = {}  # the office's files before novofon-bridge
 
     # ---- paths -------------------------------------------------------------------------------
     @property
@@ -299,33 +428,61 @@ write = all
 """,
             )
 
-    def _template(self, name: str) -> str:
-        return (TEMPLATES / name).read_text()
+    # The PBX's configuration is built the way a sysadmin gets it: the office's own settings (phones,
+    # dialplan, an AMI and an ARI user of their own), then "novofon-bridge asterisk install" (the CLI
+    # itself, against this etc folder), then the edits the README asks for in novofon-bridge_*.conf.
+    ADMIN_FILES = ("pjsip.conf", "extensions.conf", "manager.conf", "ari.conf", "http.conf")
+
+    @property
+    def env_file(self) -> Path:
+        """The lab's stand-in for /etc/novofon-bridge/env (the secrets install puts into Asterisk)."""
+        return self.host_path(PBX, "novofon-bridge.env")
 
     def _render_pbx(self) -> None:
-        pjsip = self._template("pjsip.conf")
-        pjsip = pjsip.replace("YOUR_SIP_LOGIN_HERE", TRUNK_LOGIN)
-        pjsip = pjsip.replace("YOUR_SIP_PASSWORD_HERE", TRUNK_PASSWORD)
-        pjsip = pjsip.replace("sip.novofon.ru", PROVIDER_IP)
-        pjsip = pjsip.replace("bind=0.0.0.0:5060", f"bind={PBX_IP}:5060")
-        pjsip = re.sub(r"password=CHANGE_ME_(\d+)", r"password=lab-phone-\1", pjsip)
-        self._write(PBX, "pjsip.conf", pjsip)
+        for name, text in office_config().items():
+            self._write(PBX, name, text)
+        self.pristine = {name: self.host_path(PBX, "etc", name).read_bytes() for name in self.ADMIN_FILES}
+        self.env_file.write_text(f"AMI_SECRET={AMI_SECRET}\nARI_PASSWORD=lab\n")
+        self.install_bridge()
 
-        ext = self._template("extensions.conf")
-        routes = "".join(f"DID_{did}={target}\n" for did, target in DID_ROUTES.items())
-        ext = ext.replace("[globals]\n", f"[globals]\n{routes}", 1)
-        ext = ext.replace(
-            "RECORDINGS_DIR=/var/spool/asterisk/monitor", f"RECORDINGS_DIR={PBX.base}/spool/monitor"
+    def bridge_cli(self, *args: str) -> str:
+        """Run ``novofon-bridge asterisk ARGS --etc <the PBX's etc>`` as a sysadmin would."""
+        env = {**os.environ, "NOVOFON_BRIDGE_ENV": str(self.env_file)}
+        etc = str(self.host_path(PBX, "etc"))
+        cmd = [sys.executable, "-m", "bridge", "asterisk", *args, "--etc", etc]
+        done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise LabError(f"{' '.join(cmd)} exited with {done.returncode}:\n{done.stdout}{done.stderr}")
+        return done.stdout
+
+    def install_bridge(self) -> str:
+        out = self.bridge_cli("install")
+        self.configure_bridge()
+        return out
+
+    def configure_bridge(self) -> None:
+        """The sysadmin's edits after install: trunk login, DID routes, short lab timeouts."""
+        pjsip = self.host_path(PBX, "etc", "novofon-bridge_pjsip.conf")
+        text = _sub(pjsip.read_text(), "YOUR_SIP_LOGIN_HERE", TRUNK_LOGIN)
+        text = _sub(text, "YOUR_SIP_PASSWORD_HERE", TRUNK_PASSWORD)
+        pjsip.write_text(_sub(text, "sip.novofon.ru", PROVIDER_IP))
+
+        ext = self.host_path(PBX, "etc", "novofon-bridge_extensions.conf")
+        routes = "".join(f"exten => {did},1,Return({target})\n" for did, target in DID_ROUTES.items())
+        text = _sub(ext.read_text(), "[novofon-routes]\n", f"[novofon-routes]\n{routes}")
+        text = _sub(
+            text,
+            "NOVOFON_RECORDINGS_DIR=/var/spool/asterisk/monitor",
+            f"NOVOFON_RECORDINGS_DIR={PBX.base}/spool/monitor",
         )
         # Short timeouts so that "no answer" tests take seconds, not a minute.
-        ext = ext.replace("RING_TIMEOUT=30", f"RING_TIMEOUT={RING_TIMEOUT}")
-        ext = ext.replace("DIAL_TIMEOUT=60", f"DIAL_TIMEOUT={DIAL_TIMEOUT}")
-        # Routes the template has no global for, as FreePBX builds them: exact DIDs in front of the
-        # template's _X. pattern. After the PBX gives up it hangs up normally (cause 16), as a
+        text = _sub(text, "NOVOFON_RING_TIMEOUT=30", f"NOVOFON_RING_TIMEOUT={RING_TIMEOUT}")
+        text = _sub(text, "NOVOFON_DIAL_TIMEOUT=60", f"NOVOFON_DIAL_TIMEOUT={DIAL_TIMEOUT}")
+        # Routes that are no Dial() target, as FreePBX builds them: exact DIDs in front of the
+        # snippet's _X. pattern. After the PBX gives up it hangs up normally (cause 16), as a
         # FreePBX "Terminate Call" destination does: only who ended the ringing tells "no answer"
         # from "cancel".
-        ext = ext.replace("[from-novofon]\n", "[from-novofon]\n" + LAB_ROUTES, 1)
-        self._write(PBX, "extensions.conf", ext)
+        ext.write_text(_sub(text, "[from-novofon]\n", "[from-novofon]\n" + LAB_ROUTES))
         # Queue members as FreePBX writes them (Local/<ext>@…/n): ringable whatever PJSIP's device
         # state says (after a crash of Asterisk a PJSIP/103 member stays "Unavailable" for a while).
         self._write(
@@ -334,14 +491,6 @@ write = all
             "[general]\nshared_lastcall = no\n\n[lab-queue]\nstrategy = ringall\ntimeout = 15\n"
             "retry = 1\njoinempty = yes\nleavewhenempty = no\nmember => Local/103@from-internal/n\n",
         )
-
-        manager = self._template("manager.conf")
-        manager = manager.replace("bindaddr = 127.0.0.1", f"bindaddr = {PBX_IP}")
-        manager = manager.replace("CHANGE_ME_AMI_SECRET", AMI_SECRET)
-        self._write(PBX, "manager.conf", manager)
-        self._write(PBX, "ari.conf", self._template("ari.conf").replace("CHANGE_ME_ARI_PASSWORD", "lab"))
-        http = self._template("http.conf").replace("bindaddr = 127.0.0.1", f"bindaddr = {PBX_IP}")
-        self._write(PBX, "http.conf", http)
 
     def _render_provider(self) -> None:
         self._write(

@@ -53,6 +53,7 @@ def test_env_default_and_override(tmp_path: Path) -> None:
         ("asterisk: [1, 2]\n", "asterisk", "expected a mapping"),
         ("telegram:\n  token: x\n", "telegram", "unknown key"),
         ("asterisk:\n  trunk_endpoints: []\n", "asterisk.trunk_endpoints", "at least one"),
+        ("outbox:\n  parallel_calls: 0\n", "outbox.parallel_calls", "expected 1..100"),
     ],
 )
 def test_mistakes_are_explained(tmp_path: Path, text: str, key: str, says: str) -> None:
@@ -91,3 +92,23 @@ def test_telegram_webhook_may_not_shadow_another_route(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         config.load(f, env={})
     assert e.value.key == "sinks.telegram.webhook_url" and "/call is already served" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('directory:\n  employees:\n    "101\\n": {name: x}\n', "directory.employees.'101\\n'"),
+        ('directory:\n  employees:\n    "101\\r\\nAction: Originate": {name: x}\n', "directory.employees."),
+        ("directory:\n  employees:\n    '١٠١': {name: x}\n", "directory.employees.'\\u0661\\u0660\\u0661'"),
+        ("pbx:\n  lines:\n    '٧٤٩٥٠٠٠٠١٠٠': x\n", "pbx.lines."),
+        ("pbx:\n  country_code: '٧'\n", "pbx.country_code"),
+    ],
+)
+def test_extensions_and_numbers_in_the_config_are_ascii_digits_only(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    """A directory entry reaches AMI as PJSIP/<ext>: "101\\n" passes re.match(...$), not the check."""
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, text), env={})
+    assert err.value.key.startswith(key)
+    assert "\r" not in str(err.value) and "\n" not in str(err.value)

@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bridge import logs
 from bridge.app import App
 from bridge.cli.main import main
 from bridge.config import Config, DirectoryConfig, EmployeeConfig
@@ -39,7 +40,7 @@ def test_directory_basics(tmp_path: Path) -> None:
     store = OutboxStore(tmp_path / "o.sqlite3")
     d = Directory(store.db)
     d.upsert(Employee("101", "Иван", "11", "555"))
-    d.upsert(Employee("102", "Пётр", "12"))
+    d.upsert(Employee("102", "Пётр", "12", source="bitrix24"))
     assert (d.telegram_chat("101"), d.bitrix_user("102"), d.telegram_chat("102")) == ("555", "12", None)
     d.set_telegram("102", "777")  # linked by the employee
     d.upsert(Employee("102", "Пётр Петров", "12", "", source="bitrix24"))  # Bitrix24 has no Telegram field
@@ -156,3 +157,100 @@ def test_link_code_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert Directory(store.db).use_link_code(code) == "101"
     store.close()
     assert main(["employees", "link", "999", "-c", str(cfg_file)]) == 1
+
+
+# -- a Bitrix24 user claiming a config.yaml extension (takeover) ----------------------------------
+
+
+def test_config_entries_win_over_bitrix24_claims(tmp_path: Path) -> None:
+    store = OutboxStore(tmp_path / "o.sqlite3")
+    d = Directory(store.db)
+    d.upsert(Employee("101", "Иван", "", "901", source="config"))
+    assert not d.upsert(Employee("101", "Захватчик", "666", "999", source="bitrix24"))
+    assert d.get("101") == Employee("101", "Иван", "", "901", True, "config")  # unchanged
+    assert d.by_bitrix_user("666") is None and d.telegram_chat("101") == "901"
+    (c,) = d.conflicts()
+    assert (c.extension, c.source, c.claimant, c.name, c.owner) == (
+        "101",
+        "bitrix24",
+        "666",
+        "Захватчик",
+        "config",
+    )
+    # The same claim again is one conflict, not two.
+    d.upsert(Employee("101", "Захватчик", "666", "999", source="bitrix24"))
+    assert len(d.conflicts()) == 1
+    # The admin says it is the same person: config.yaml still wins, and it is no conflict.
+    d.upsert(Employee("101", "Иван", "666", "901", source="config"))
+    assert not d.upsert(Employee("101", "Иван Б24", "666", "", source="bitrix24"))
+    assert d.conflicts() == [] and d.get("101").name == "Иван"  # type: ignore[union-attr]
+    store.close()
+
+
+def test_an_extension_changing_hands_never_keeps_the_old_chat(tmp_path: Path) -> None:
+    store = OutboxStore(tmp_path / "o.sqlite3")
+    d = Directory(store.db)
+    d.upsert(Employee("102", "Бывший", "12", "777", source="bitrix24"))
+    d.upsert(Employee("102", "Новый", "", "", source="config"))  # the admin gives 102 to someone else
+    assert d.telegram_chat("102") is None
+    d.upsert(Employee("101", "Иван", "", "901", source="config"))
+    d.deactivate_others("config", keep=set())  # 101 and 102 left config.yaml: Bitrix24 may take them
+    assert d.upsert(Employee("101", "Пётр", "13", "", source="bitrix24"))
+    assert d.telegram_chat("101") is None and d.bitrix_user("101") == "13"
+    store.close()
+
+
+async def test_a_bitrix24_takeover_is_refused_reported_and_cannot_ring(
+    tmp_path: Path, bitrix: FakeBitrix, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.setup("json", "info")
+    bitrix.users.append(bx_user(66, "103", "Чужой Сотрудник", tg="666"))  # config.yaml's 103
+    async with running(config(tmp_path, bitrix.webhook_url)) as (app, url), aiohttp.ClientSession() as s:
+        await until(lambda: app.directory.conflicts(), timeout=10)
+        e = app.directory.get("103")
+        assert e == Employee("103", "Секретарь", "", "303", True, "config")
+        assert app.directory.bitrix_user("103") is None and app.directory.by_bitrix_user("66") is None
+        # Click-to-call from the claimant's CRM card rings nobody.
+        form = {
+            "event": "ONEXTERNALCALLSTART",
+            "data[CALL_ID]": "externalCall.1",
+            "data[USER_ID]": "66",
+            "data[PHONE_NUMBER]": "79001234567",
+            "auth[application_token]": APP_TOKEN,
+        }
+        async with s.post(url, data=form) as resp:
+            assert resp.status == 200
+        await until(lambda: app.jobs.counts().get("dead"), timeout=10)
+        (job,) = app.jobs.list("dead")
+        assert "no extension for Bitrix24 user 66" in (job.last_error or "")
+    log = capsys.readouterr().err
+    assert '"event": "directory.conflict"' in log and '"extension": "103"' in log
+
+
+async def test_employees_cli_lists_conflicts(
+    tmp_path: Path, bitrix: FakeBitrix, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bitrix.users.append(bx_user(66, "103", "Чужой Сотрудник"))
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(
+        f"storage:\n  dir: {tmp_path}\n"
+        f"sinks:\n  bitrix24:\n    enabled: true\n    webhook_url: {bitrix.webhook_url}\n"
+        "directory:\n  employees:\n    '103': {name: Секретарь, telegram_chat_id: '303'}\n"
+    )
+    code = await asyncio.to_thread(main, ["employees", "sync", "-c", str(cfg_file)])
+    assert code == 0
+    assert "конфликтов: 1" in capsys.readouterr().out
+    assert main(["employees", "-c", str(cfg_file)]) == 0
+    out = capsys.readouterr().out
+    assert "   103  Секретарь  telegram: 303  bitrix24: —  [config]" in out
+    assert "Конфликты (1)" in out
+    assert (
+        "пользователь Bitrix24 66 (Чужой Сотрудник) указал этот номер, но он закреплён в config.yaml" in out
+    )
+    assert 'bitrix_user_id: "66"' in out
+    # The user corrects their number in Bitrix24: the conflict is gone after the next sync.
+    bitrix.users[-1]["UF_PHONE_INNER"] = "166"
+    assert await asyncio.to_thread(main, ["employees", "sync", "-c", str(cfg_file)]) == 0
+    assert main(["employees", "-c", str(cfg_file)]) == 0
+    out = capsys.readouterr().out
+    assert "Конфликты" not in out and "   166  Чужой Сотрудник" in out

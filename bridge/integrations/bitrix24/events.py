@@ -18,7 +18,12 @@ USER_EVENTS = ("ONUSERADD", "ONUSERUPDATE")
 def parse_event(form: Mapping[str, str], application_token: str) -> tuple[str, dict[str, str]]:
     """Check a Bitrix24 event; return (event name, data[...] flattened: "FIELDS][ID" -> "FIELDS.ID")."""
     if not application_token:
-        raise BadRequest(403, "not-configured", "sinks.bitrix24.application_token is not set")
+        raise BadRequest(
+            403,
+            "not-configured",
+            "no application token yet: install the Bitrix24 application (ONAPPINSTALL) "
+            "or set sinks.bitrix24.application_token",
+        )
     token = form.get("auth[application_token]", "")
     if not hmac.compare_digest(token.encode(), application_token.encode()):
         raise BadRequest(401, "bad-token", "auth[application_token] does not match")

@@ -1,9 +1,11 @@
 """What the Bitrix24 integration remembers, typed: per call (Bitrix24's CALL_ID, who was shown the
-card, what was done), and the OAuth token of the local application (a credential: never purged)."""
+card, what was done), and the local application's credentials (never purged): its OAuth tokens
+and what ONAPPINSTALL said (application_token, portal)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from bridge.outbox.state import Retention, StateStore
 
@@ -16,6 +18,11 @@ class BitrixCall:
     shown: list[str] = field(default_factory=list)  # users who have the card open
     finished: bool = False
     attached: bool = False
+    # A register sent whose answer we never saw (timeout, reset): the exact parameters and when,
+    # so a retry sends the very same request and the portal answers with the CALL_ID it made.
+    register: dict[str, Any] | None = None
+    register_at: float = 0.0
+    finish_sent: bool = False  # a finish went out and its answer was lost
 
 
 def load_call(state: StateStore, pbx_call_id: str) -> BitrixCall:
@@ -46,3 +53,31 @@ def load_token(state: StateStore) -> OAuthToken | None:
 
 def save_token(state: StateStore, token: OAuthToken) -> None:
     state.put_json(OWNER, "oauth", asdict(token), Retention.CREDENTIAL)
+
+
+@dataclass
+class AppInstall:
+    """What ONAPPINSTALL told us about the installation (a credential: never purged): the
+    application_token every later event must carry, and the portal it came from."""
+
+    application_token: str
+    member_id: str
+    domain: str
+    installed_at: float
+
+
+def load_install(state: StateStore) -> AppInstall | None:
+    raw = state.get_json(OWNER, "install")
+    return AppInstall(**raw) if isinstance(raw, dict) else None
+
+
+def save_install(state: StateStore, install: AppInstall, token: OAuthToken) -> None:
+    """The installation and its first tokens, in one transaction."""
+    state.db.execute("BEGIN IMMEDIATE")
+    try:
+        state.put_json(OWNER, "install", asdict(install), Retention.CREDENTIAL)
+        save_token(state, token)
+        state.db.execute("COMMIT")
+    except BaseException:
+        state.db.execute("ROLLBACK")
+        raise

@@ -1,4 +1,9 @@
-"""Console sink: one readable line per record, in Russian, for people watching the daemon."""
+"""Console sink: one readable line per record, in Russian, for people watching the daemon.
+
+Under systemd each stdout line becomes a journal entry, and records carry text from outside (an
+SMS, a caller's name): control characters are shown escaped (``bridge.logs.one_line``), so such
+text can neither start a forged journal line nor send escape sequences to a terminal.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import TextIO
 
 from bridge.calls.numbers import pretty
 from bridge.calls.records import CallRecord, Event
+from bridge.logs import one_line
 from bridge.outbox.store import Delivery
 
 DISPOSITIONS_RU = {
@@ -29,6 +35,8 @@ def describe(r: CallRecord) -> str:
     if ev is Event.START:
         line = r.meta.get("line_name")
         text = f"входящий звонок {who} на {pretty(f['called_did'])}" + (f" «{line}»" if line else "")
+    elif ev is Event.IVR:
+        text = f"{who} в голосовом меню"
     elif ev is Event.INTERNAL:
         text = f"звонит у сотрудника {f['internal']}"
     elif ev is Event.ANSWER:
@@ -63,7 +71,7 @@ class ConsoleSink:
         self.stream = stream or sys.stdout
 
     async def send(self, delivery: Delivery) -> None:
-        print(describe(delivery.record), file=self.stream, flush=True)
+        print(one_line(describe(delivery.record)), file=self.stream, flush=True)
 
     async def close(self) -> None:
         pass

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from bridge.calls.records import Event
 from bridge.errors import SettingsError
+from bridge.http import peers
 from bridge.integrations import settings_checks
 
 
@@ -14,6 +15,23 @@ from bridge.integrations import settings_checks
 class NovofonSettings:
     api_secret: str = field(default="", repr=False)
     sms_token: str = field(default="", repr=False)
+    # Novofon 2.0 notifications (no Signature): /call?token=<this>&type=... — see README.
+    notifications_token: str = field(default="", repr=False)
+    # /call refuses a notification whose call_start is further than this from now (seconds): a
+    # captured one cannot be replayed later (what was received is remembered at least 2x as long).
+    replay_window: float = 86400.0
+    # Only these addresses may post to /call and /sms (IPs or CIDRs); empty: any address.
+    allowed_ips: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.notifications_token and len(self.notifications_token) < 16:
+            raise SettingsError("notifications_token", "expected at least 16 random characters")
+        if not 60 <= self.replay_window <= 30 * 86400:
+            raise SettingsError("replay_window", "expected seconds, 60..2592000 (default 86400, one day)")
+        try:
+            peers.networks(self.allowed_ips)
+        except ValueError as e:
+            raise SettingsError("allowed_ips", str(e)) from None
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import aiohttp
 
 from bridge.calls.records import is_signed, sign
-from bridge.errors import RetryLater
-from bridge.http.client import Http, classify_status, retry_after_header, transport_error
+from bridge.http.client import Http, classify, retry_after_header, transport_error
 from bridge.outbox.store import Delivery
 
 
@@ -35,11 +34,17 @@ class WebhookSink:
         try:
             async with self._http.session.post(self.url, data=fields, headers=headers) as resp:
                 body = await resp.text(errors="replace")
-                classify_status(resp.status, body, retry_after_header(resp.headers.get("Retry-After")))
-        except RetryLater:
-            raise
+                retry_after = retry_after_header(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as e:
             raise transport_error(e) from e
+        # A Novofon-style receiver has no error codes of its own: the status (and Retry-After) decide.
+        classify(
+            resp.status,
+            body,
+            api=self.name,
+            retry_after=retry_after,
+            describe=f"HTTP {resp.status}: {body[:300]}",
+        )
 
     async def close(self) -> None:
         pass

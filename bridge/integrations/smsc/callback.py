@@ -1,4 +1,11 @@
-"""The SMS gateway's callback (/smsc): delivery statuses of our SMS, and SMS sent to our number."""
+"""The SMS gateway's callback (/smsc): delivery statuses of our SMS, and SMS sent to our number.
+
+Closed until ``callback_token`` is set: the gateway calls ``/smsc?token=...&charset=utf-8``
+(without ``charset=utf-8`` SMSC sends windows-1251, which is read as such). The control hash, when
+``callback_secret`` is set, covers ``id:phone:status`` and not the text, so an incoming SMS is
+remembered by its gateway ``id`` and phone: a captured callback replayed with another text is a
+repeat, not a new SMS.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +27,22 @@ MAX_SMS = 2000
 def control_hash(data: Mapping[str, str], secret: str, algo: str) -> str:
     text = f"{data.get('id', '')}:{data.get('phone', '')}:{data.get('status', '')}:{secret}"
     return hashlib.new(algo, text.encode()).hexdigest()
+
+
+def charset_of(query: Mapping[str, str]) -> str:
+    """The charset SMSC encoded the callback in: UTF-8 only when the URL asks for it."""
+    return "utf-8" if query.get("charset", "").lower().replace("_", "-") in ("utf-8", "utf8") else "cp1251"
+
+
+def check_token(data: Mapping[str, str], token: str) -> None:
+    if not token:
+        raise BadRequest(
+            403, "not-configured", "sinks.sms.callback_token is not set: /smsc is closed (see the README)"
+        )
+    if not hmac.compare_digest(data.get("token", "").encode(), token.encode()):
+        raise BadRequest(
+            401, "bad-token", "the token query parameter does not match sinks.sms.callback_token"
+        )
 
 
 def check(data: Mapping[str, str], secret: str, algo: str) -> None:
@@ -57,6 +80,8 @@ def incoming_record(data: Mapping[str, str], phone: str, our_number: str) -> tup
     digest = hashlib.sha256(
         f"{data.get('id', '')}:{phone}:{data['mes']}:{data.get('sent', '')}".encode()
     ).hexdigest()
+    sms_id = data.get("id", "")
+    key = f"smsc:in:{sms_id}:{phone}" if sms_id else f"smsc:{digest}"
     values = {
         "pbx_call_id": f"sms_{digest[:24]}",
         "virtual_phone_number": to,
@@ -64,4 +89,4 @@ def incoming_record(data: Mapping[str, str], phone: str, our_number: str) -> tup
         "contact_phone_number": phone,
         "message": data["mes"],
     }
-    return f"smsc:{digest}", make(Event.SMS, values, {"source": "sms-gateway"})
+    return key, make(Event.SMS, values, {"source": "sms-gateway"})

@@ -23,12 +23,16 @@ def setup(ctx: Context) -> Parts:
 
     async def smsc_route(request: web.Request) -> web.Response:
         """Checked, committed, then "OK" (the gateway retries anything else)."""
-        data = await read_params(request)
+        callback.check_token(request.query, s.callback_token)  # in the URL the gateway calls
+        data = await read_params(request, charset=callback.charset_of(request.query))
+        data.pop("token", None)
+        data.pop("charset", None)
         callback.check(data, s.callback_secret, s.callback_hash)
         kind, sms_id, phone = callback.parse(data)
         if kind == "incoming":
             key, record = callback.incoming_record(data, phone, ctx.cfg.pbx.default_did)
-            ctx.commit_inbound(key, [record])
+            stored = ctx.commit_inbound(key, [record])
+            log.info("sms.incoming", sms_id=sms_id, pbx_call_id=record.pbx_call_id, repeat=not stored)
         else:
             remember_status(ctx.state, sms_id, data["status"])
             log.info("sms.status", sms_id=sms_id, status=data["status"], error=data.get("err", ""))

@@ -21,7 +21,10 @@ class SmsSettings:
     company: str = ""
     per_number_interval: float = 86400.0
     min_digits: int = 11  # only full phone numbers (not short codes or hidden callers)
-    # /smsc callback (delivery statuses, incoming SMS): checks md5/sha1("id:phone:status:<secret>").
+    # /smsc callback (delivery statuses, incoming SMS): closed until callback_token is set; the
+    # gateway calls /smsc?token=<callback_token>&charset=utf-8. When callback_secret is set too, the
+    # md5/sha1("id:phone:status:<secret>") control hash is checked as well.
+    callback_token: str = field(default="", repr=False)
     callback_secret: str = field(default="", repr=False)
     callback_hash: Literal["md5", "sha1"] = "md5"
 

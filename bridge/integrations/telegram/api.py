@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from bridge.errors import PermanentFailure, RetryLater
-from bridge.http.client import Http, transport_error
+from bridge.http.client import Http, is_temporary, transport_error
 from bridge.http.ratelimit import KeyedLimiter, TokenBucket
 from bridge.integrations.telegram.settings import TelegramSettings
 
@@ -30,7 +30,7 @@ class TelegramError(Exception):
 
     @property
     def temporary(self) -> bool:
-        return self.code == 429 or self.code >= 500 or self.code == 0
+        return self.code == 0 or is_temporary(self.code)  # the statuses every API shares (http/client)
 
     def classified(self) -> RetryLater | PermanentFailure:
         """As the outbox and the jobs queue understand failures."""

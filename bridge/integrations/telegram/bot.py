@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from bridge.directory import Directory
+from bridge.directory import LINK_CODE_MISSES, Directory
 from bridge.errors import PermanentFailure, RetryLater
 from bridge.integrations.telegram.api import MAX_TEXT, TelegramApi
 from bridge.integrations.telegram.sink import CALLBACK_PREFIX
@@ -34,6 +34,9 @@ TEXT_UNKNOWN = (
     "попросите администратора выдать код привязки и отправьте его сюда: /start КОД"
 )
 TEXT_BAD_CODE = "Код не подошёл или устарел. Попросите администратора выдать новый: /start КОД"
+TEXT_TOO_MANY_CODES = (
+    "Слишком много неверных кодов. Попробуйте через час или попросите администратора выдать новый код."
+)
 TEXT_NOT_LINKED = "Сначала привяжите свой внутренний номер: /start КОД"
 TEXT_CALLING = "Звоним: сначала вам ({ext}), затем клиенту"
 TEXT_NO_CLIENT = "Номер клиента неизвестен"
@@ -95,12 +98,17 @@ class TelegramBot:
         chat_id = str(chat.get("id"))
         code = text.removeprefix("/start").strip()
         if code:
+            if self._directory.link_code_misses(chat_id) >= LINK_CODE_MISSES:  # guessing: not even tried
+                log.warning("telegram_bot.link_code_refused", chat=chat_id, reason="too many wrong codes")
+                self._say(chat_id, TEXT_TOO_MANY_CODES)
+                return
             ext = self._directory.use_link_code(code)
             if ext is None:
                 linked = self._directory.by_telegram(chat_id)
                 if linked is not None and linked.active:  # this very update linked it before a retry
                     self._say(chat_id, TEXT_LINKED.format(ext=linked.extension))
                 else:
+                    self._directory.note_link_code_miss(chat_id)
                     self._say(chat_id, TEXT_BAD_CODE)
                 return
             self._directory.set_telegram(ext, chat_id)

@@ -22,6 +22,25 @@ DISPOSITIONS_RU = {
 }
 
 
+MAX_VALUE = 300  # one value (a caller's name from a CRM, say) never takes over the message
+
+
+def escape_fit(text: str, budget: int) -> str:
+    """HTML-escape ``text``, cut *before* escaping so that the result fits ``budget`` characters
+    (cutting after escaping can split an entity such as ``&lt;`` and Telegram refuses the HTML)."""
+    out: list[str] = []
+    used = 0
+    for i, ch in enumerate(text):
+        piece = html.escape(ch, quote=False)
+        rest_fits = used + len(piece) <= budget - (1 if i < len(text) - 1 else 0)
+        if not rest_fits:
+            out.append("…")
+            break
+        out.append(piece)
+        used += len(piece)
+    return "".join(out)
+
+
 def fmt_duration(seconds: str) -> str:
     s = int(seconds or 0)
     return f"{s // 60}:{s % 60:02d}"
@@ -35,7 +54,7 @@ def fold(view: dict[str, Any], r: CallRecord) -> dict[str, Any]:
     if ev is Event.SMS:
         v["sms"] = {k: f[k] for k in ("contact_phone_number", "virtual_phone_number", "message")}
         return v
-    if ev in (Event.START, Event.INTERNAL, Event.END):
+    if ev in (Event.START, Event.IVR, Event.INTERNAL, Event.END):
         v["direction"] = "in"
         v["caller"] = f["caller_id"]
         v["did"] = f["called_did"]
@@ -66,16 +85,13 @@ def fold(view: dict[str, Any], r: CallRecord) -> dict[str, Any]:
 
 def render(v: dict[str, Any], t: TelegramTemplates) -> str:
     def e(value: object) -> str:
-        return html.escape(str(value), quote=False)
+        return escape_fit(str(value), MAX_VALUE)
 
     if v.get("sms"):
         sms = v["sms"]
-        text = t.sms.format(
-            sender=e(pretty(sms["contact_phone_number"])),
-            did=e(pretty(sms["virtual_phone_number"])),
-            message=e(sms["message"]),
-        )
-        return text[:MAX_TEXT]
+        head = dict(sender=e(pretty(sms["contact_phone_number"])), did=e(pretty(sms["virtual_phone_number"])))
+        budget = MAX_TEXT - len(t.sms.format(**head, message=""))
+        return t.sms.format(**head, message=escape_fit(sms["message"], budget))
 
     inbound = v.get("direction") == "in"
     ended, disp = v.get("ended"), v.get("disposition")

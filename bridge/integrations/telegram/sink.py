@@ -11,8 +11,8 @@ Routing: every configured group chat, plus the personal chat of each employee wh
 
 from __future__ import annotations
 
-import asyncio
 import html
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import structlog
 from bridge.calls.records import CallRecord, Event
 from bridge.directory import Directory
 from bridge.errors import PermanentFailure, RetryLater
+from bridge.integrations.telegram import audio
 from bridge.integrations.telegram.api import MAX_TEXT, TelegramApi, TelegramError
 from bridge.integrations.telegram.render import DISPOSITIONS_RU, LINE_RESULT, fmt_duration, fold, render
 from bridge.integrations.telegram.settings import TelegramSettings
@@ -29,8 +30,10 @@ from bridge.integrations.telegram.state import (
     TelegramCall,
     load_call,
     load_callback,
+    migrated_chats,
     save_call,
     save_callback,
+    save_migration,
 )
 from bridge.outbox.state import StateStore
 from bridge.outbox.store import Delivery
@@ -53,9 +56,10 @@ class TelegramSink:
         self._directory = directory
 
     def _chats(self, view: dict[str, Any]) -> list[str]:
+        moved = migrated_chats(self._state)
         if view.get("sms"):
-            return list(self.s.sms_chats or self.s.group_chats)
-        chats = list(self.s.group_chats)
+            return [moved.get(c, c) for c in self.s.sms_chats or self.s.group_chats]
+        chats = [moved.get(c, c) for c in self.s.group_chats]
         exts = view.get("rung", []) if view.get("direction") == "in" else [view.get("internal", "")]
         for ext in exts:
             chat = self._directory.telegram_chat(ext)
@@ -79,11 +83,39 @@ class TelegramSink:
             if chat in call.gone:
                 continue
             try:
-                await self._show(chat, text, call, r.pbx_call_id, markup)
-                if r.event is Event.RECORD and self.s.send_recordings and chat not in call.audio:
-                    await self._send_recording(chat, r, call, delivery.attempts)
+                await self._deliver(chat, r, call, text, markup, delivery.attempts)
             except TelegramError as e:
-                self._classify(e, chat, call, r.pbx_call_id)
+                if e.migrate_to is None:
+                    self._classify(e, chat, call, r.pbx_call_id)
+                    continue
+                self._migrate(chat, e.migrate_to)
+                try:
+                    await self._deliver(e.migrate_to, r, call, text, markup, delivery.attempts)
+                except TelegramError as again:
+                    self._classify(again, e.migrate_to, call, r.pbx_call_id)
+
+    async def _deliver(
+        self,
+        chat: str,
+        r: CallRecord,
+        call: TelegramCall,
+        text: str,
+        markup: dict[str, Any] | None,
+        attempts: int,
+    ) -> None:
+        await self._show(chat, text, call, r.pbx_call_id, markup)
+        if r.event is Event.RECORD and self.s.send_recordings and chat not in call.audio:
+            await self._send_recording(chat, r, call, attempts)
+
+    def _migrate(self, old: str, new: str) -> None:
+        """A group became a supergroup: follow it now, and tell the sysadmin to update config.yaml."""
+        save_migration(self._state, old, new)
+        log.warning(
+            "telegram.chat_migrated",
+            old_chat=old,
+            new_chat=new,
+            fix=f"группа стала супергруппой: замените {old} на {new} в sinks.telegram (config.yaml)",
+        )
 
     async def _callback_result(self, r: CallRecord) -> None:
         """This call was a «Перезвонить» press: say how it went under the missed call."""
@@ -152,7 +184,7 @@ class TelegramSink:
                 "chat_id": chat,
                 "text": text,
                 "parse_mode": "HTML",
-                "disable_web_page_preview": True,
+                "link_preview_options": {"is_disabled": True},
                 "reply_markup": markup,
             },
             chat=chat,
@@ -172,24 +204,41 @@ class TelegramSink:
             notice = t.recording_missing.format(file=html.escape(str(path)))
         elif (size := path.stat().st_size) > self.s.max_upload_mb * 1024 * 1024:
             notice = t.recording_too_big.format(size_mb=f"{size / 1048576:.0f}", file=html.escape(str(path)))
+        # A reply to a message that was deleted meanwhile still goes out (as a plain message).
         reply = call.messages.get(chat)
+        reply_to = {"message_id": reply, "allow_sending_without_reply": True} if reply is not None else None
         if notice is not None:
             await self.api.call(
                 "sendMessage",
-                {"chat_id": chat, "text": notice, "parse_mode": "HTML", "reply_to_message_id": reply},
+                {"chat_id": chat, "text": notice, "parse_mode": "HTML", "reply_parameters": reply_to},
                 chat=chat,
             )
         else:
-            form = aiohttp.FormData()
-            form.add_field("chat_id", chat)
-            if reply is not None:
-                form.add_field("reply_to_message_id", str(reply))
-            form.add_field("title", f"Звонок {r.pbx_call_id}")
-            content = await asyncio.to_thread(path.read_bytes)  # up to 50 MB: off the event loop
-            form.add_field("audio", content, filename=path.name, content_type="audio/wav")
-            await self.api.call("sendAudio", form, chat=chat)
+            await self._upload(chat, path, reply_to, r.pbx_call_id)
         call.audio.append(chat)
         save_call(self._state, r.pbx_call_id, call)
+
+    async def _upload(self, chat: str, path: Path, reply_to: dict[str, Any] | None, pbx_call_id: str) -> None:
+        upload = await audio.prepare(path)  # MP3 (sendAudio) when LAME is there, else the WAV as a document
+        form = aiohttp.FormData()
+        form.add_field("chat_id", chat)
+        if reply_to is not None:
+            form.add_field("reply_parameters", json.dumps(reply_to))
+        if upload.method == "sendAudio":
+            form.add_field("title", f"Звонок {pbx_call_id}")
+        form.add_field(
+            upload.field, upload.content, filename=upload.filename, content_type=upload.content_type
+        )
+        try:
+            await self.api.call(upload.method, form, chat=chat)
+        except TelegramError as e:
+            if e.code != 400 or e.migrate_to is not None or "chat" in e.description.lower():
+                raise
+            # Telegram refused the file itself: a dead letter with the reason, never a silent loss.
+            log.error("telegram.recording_refused", file=path.name, chat=chat, error=str(e))
+            raise PermanentFailure(
+                f"Telegram refused the recording {path.name} ({upload.method}): {e}"
+            ) from None
 
     def _classify(self, e: TelegramError, chat: str, call: TelegramCall, pbx_call_id: str) -> None:
         if e.temporary:

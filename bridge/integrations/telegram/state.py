@@ -62,3 +62,13 @@ def load_offset(state: StateStore) -> int:
 
 def save_offset(state: StateStore, offset: int) -> None:
     state.put(BOT, "offset", str(offset), Retention.CURSOR)
+
+
+def migrated_chats(state: StateStore) -> dict[str, str]:
+    """Groups that became supergroups: old chat id -> new one (kept until config.yaml is updated)."""
+    raw = state.get_json(BOT, "migrations")
+    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+
+def save_migration(state: StateStore, old: str, new: str) -> None:
+    state.put_json(BOT, "migrations", {**migrated_chats(state), old: new}, Retention.CURSOR)

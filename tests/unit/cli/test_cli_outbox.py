@@ -39,3 +39,21 @@ def test_outbox_retry_and_purge(config: Path, capsys: pytest.CaptureFixture[str]
     store = OutboxStore(config.parent / "outbox.sqlite3")
     assert store.counts() == {"bitrix24": {"pending": 1}, "telegram": {"pending": 2}}
     store.close()
+
+
+def test_outbox_list_shows_held_records_and_what_holds_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"storage:\n  dir: {tmp_path}\n")
+    store = OutboxStore(tmp_path / "outbox.sqlite3")
+    store.add(replay("inbound_missed"), ["bitrix24"], now=1000.0)  # START, INTERNAL, END
+    ids = [r[0] for r in store.db.execute("SELECT id FROM deliveries ORDER BY id")]
+    store.mark_delivered(ids[0])
+    store.mark_dead(ids[1], "401 WRONG_AUTH_TYPE")
+    store.close()
+    assert main(["outbox", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert f"[held] #{ids[2]} bitrix24 NOTIFY_END" in out
+    assert f"ждёт #{ids[1]} (мёртвая, ждёт outbox retry)" in out
+    assert f"[dead] #{ids[1]} bitrix24 NOTIFY_INTERNAL" in out

@@ -10,7 +10,9 @@ import dataclasses
 import random
 import string
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -29,7 +31,7 @@ SECRET = "novofon-api-secret"
 GROUP = "-1009000000001"
 START = {
     "event": "NOTIFY_START",
-    "call_start": "2026-11-23 12:00:00",
+    "call_start": datetime.now(ZoneInfo("Europe/Moscow")).strftime("%Y-%m-%d %H:%M:%S"),
     "pbx_call_id": "in_cloud-1",
     "caller_id": "79581114585",
     "called_did": "74951234567",
@@ -142,7 +144,7 @@ async def test_wrong_signature_changes_nothing(tmp_path: Path) -> None:
         status, body = await post(s, f"{base}/call", START, secret="not-the-secret")
         assert status == 401 and '"bad-signature"' in body and SECRET not in body
         data = dict(START)
-        del data["called_did"]
+        del data["call_start"]
         async with s.post(f"{base}/call", data=data) as resp:
             assert resp.status == 400 and (await resp.json())["error"] == "missing-field"
         assert stored(app) == 0
@@ -170,7 +172,11 @@ async def test_health_and_status_say_ami_is_down(tmp_path: Path) -> None:
         assert st["ami"]["connected"] is False
         assert "cannot connect to AMI at 127.0.0.1:1" in st["ami"]["last_error"]
         assert sum(st["outbox"]["by_sink"]["jsonl"].values()) == 1  # the notification, pending or sent
-        assert set(st) == {"ami", "trunk", "calls", "outbox", "directory", "jobs", "tasks", "healthy"}
+        assert set(st) == {
+            *("ami", "trunk", "calls", "outbox", "directory"),
+            *("jobs", "tasks", "healthy", "integrations", "http", "storage"),
+        }
+        assert st["http"]["open"] >= 1 and st["http"]["refused"] == 0
         assert st["tasks"]["ami"]["state"] == "running" and st["healthy"] is True
 
 
@@ -178,10 +184,10 @@ async def test_cloud_calls_and_sms_reach_telegram(tmp_path: Path) -> None:
     tg = FakeTelegram()
     await tg.start()
     try:
-        async with daemon(config(tmp_path, tg_url=tg.url)) as (_, base, s):
+        async with daemon(config(tmp_path, tg_url=tg.url, sms_token="t1")) as (_, base, s):
             await post(s, f"{base}/call", START)
             await post(s, f"{base}/call", END)
-            async with s.post(f"{base}/sms", data=SMS) as resp:
+            async with s.post(f"{base}/sms", data=SMS, params={"token": "t1"}) as resp:
                 assert resp.status == 200
             await until(lambda: len(tg.texts(GROUP)) == 2 and tg.edits.get(GROUP) == 1, timeout=10)
     finally:

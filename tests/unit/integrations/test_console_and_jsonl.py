@@ -37,3 +37,18 @@ async def test_jsonl_appends_one_object_per_record(tmp_path: Path) -> None:
     await sink.close()
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert [{k: v for k, v in line.items() if k != "meta"} for line in lines] == [r.fields for r in records]
+
+
+async def test_jsonl_reopen_starts_a_new_file_after_logrotate_moved_it(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    sink = JsonlSink(path)
+    first, second = replay("outbound_answered")[:2]
+    await sink.send(delivery(first))
+    path.rename(tmp_path / "records.jsonl.1")  # what logrotate does before its postrotate (SIGHUP)
+    sink.reopen()
+    await sink.send(delivery(second))
+    await sink.close()
+    assert [json.loads(x)["event"] for x in (tmp_path / "records.jsonl.1").read_text().splitlines()] == [
+        first.fields["event"]
+    ]
+    assert [json.loads(x)["event"] for x in path.read_text().splitlines()] == [second.fields["event"]]

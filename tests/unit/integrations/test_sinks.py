@@ -3,95 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from bridge.calls.records import CallRecord
-from bridge.directory import Directory, Employee
+from bridge.directory import Directory
 from bridge.http.client import Http
 from bridge.integrations.bitrix24.settings import Bitrix24Settings, BitrixApp
 from bridge.integrations.novofon.webhook_sink import WebhookSink
 from bridge.integrations.telegram.settings import TelegramSettings
-from bridge.outbox.dispatcher import Dispatcher, RetryPolicy
-from bridge.outbox.sink import Sink
 from bridge.outbox.state import StateStore
 from bridge.outbox.store import OutboxStore, State
 from tests.fakes.base import Fault
-from tests.fakes.bitrix import CLIENT_ID, CLIENT_SECRET, FakeBitrix, query_limit
+from tests.fakes.bitrix import CLIENT_ID, CLIENT_SECRET, PORTAL_USERS, FakeBitrix, query_limit
 from tests.fakes.novofon_receiver import NovofonReceiver
 from tests.fakes.telegram import TOKEN, FakeTelegram, too_many_requests
-from tests.helpers import bitrix_sink, telegram_sink, until
+from tests.helpers import bitrix_sink, telegram_sink
 from tests.transcripts import replay
-
-FAST = RetryPolicy(base=0.01, cap=0.05, max_age=60, send_timeout=5)
-GROUP, IVAN, PETR = "-1001234567890", "5550101", "5550102"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[OutboxStore]:
-    s = OutboxStore(tmp_path / "outbox.sqlite3")
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def directory(store: OutboxStore) -> Directory:
-    d = Directory(store.db)
-    d.upsert(Employee("101", "Иван", bitrix_user_id="11", telegram_chat_id=IVAN))
-    d.upsert(Employee("102", "Пётр", bitrix_user_id="12", telegram_chat_id=PETR))
-    return d
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[Http]:
-    h = Http(timeout=5)
-    yield h
-    await h.close()
-
-
-@contextlib.asynccontextmanager
-async def serving(*fakes: object) -> AsyncIterator[None]:
-    for f in fakes:
-        await f.start()  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        for f in fakes:
-            await f.stop()  # type: ignore[attr-defined]
-
-
-async def deliver(
-    store: OutboxStore,
-    sinks: list[Sink],
-    records: list[CallRecord],
-    policy: RetryPolicy = FAST,
-    timeout: float = 15,
-) -> None:
-    """Commit ``records`` and run the dispatcher until every delivery is settled."""
-    d = Dispatcher(store, sinks, policy)
-    store.add(records, d.sink_names)
-    task = asyncio.create_task(d.run())
-    try:
-        await until(lambda: not store.list(State.PENDING), timeout=timeout, interval=0.02)
-    finally:
-        await d.stop(1)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def with_recording(records: list[CallRecord], path: Path) -> list[CallRecord]:
-    return [
-        CallRecord(r.fields, {**r.meta, "recording_file": str(path)})
-        if r.fields.get("call_id_with_rec")
-        else r
-        for r in records
-    ]
-
+from tests.unit.integrations.conftest import FAST, GROUP, IVAN, PETR, deliver, serving, with_recording
 
 # -- Telegram -----------------------------------------------------------------------------------
 
@@ -208,7 +139,7 @@ def bx_settings(url: str, **kw: object) -> Bitrix24Settings:
 async def test_bitrix_inbound_ring_group_lifecycle(
     store: OutboxStore, http: Http, directory: Directory, tmp_path: Path
 ) -> None:
-    bx = FakeBitrix()
+    bx = FakeBitrix(users=PORTAL_USERS)
     wav = tmp_path / "rec.wav"
     wav.write_bytes(b"RIFF" + b"\1" * 300)
     records = with_recording(replay("inbound_ring_group"), wav)
@@ -243,9 +174,10 @@ async def test_bitrix_inbound_ring_group_lifecycle(
 async def test_bitrix_status_codes(
     store: OutboxStore, http: Http, directory: Directory, name: str, status: str
 ) -> None:
-    bx = FakeBitrix()
+    bx = FakeBitrix(users=PORTAL_USERS)
     async with serving(bx):
-        await deliver(store, [bitrix_sink(bx_settings(bx.webhook_url), http, store, directory)], replay(name))
+        sink = bitrix_sink(bx_settings(bx.webhook_url, default_user_id="1"), http, store, directory)
+        await deliver(store, [sink], replay(name))
     (call,) = bx.calls.values()
     assert call.finish is not None and call.finish["STATUS_CODE"] == status
     assert call.params["TYPE"] == ("2" if name.startswith("inbound") else "1")
@@ -254,7 +186,7 @@ async def test_bitrix_status_codes(
 async def test_bitrix_query_limit_is_retried_without_registering_twice(
     store: OutboxStore, http: Http, directory: Directory
 ) -> None:
-    bx = FakeBitrix()
+    bx = FakeBitrix(users=PORTAL_USERS)
     bx.fail_next(query_limit(), query_limit(), Fault(500), Fault(hang=30))
     async with serving(bx):
         sink = bitrix_sink(bx_settings(bx.webhook_url), http, store, directory)
@@ -269,7 +201,7 @@ async def test_bitrix_query_limit_is_retried_without_registering_twice(
 async def test_bitrix_webhook_refused_by_the_portal_is_dead_with_advice(
     store: OutboxStore, http: Http, directory: Directory
 ) -> None:
-    bx = FakeBitrix(app_only=True)
+    bx = FakeBitrix(app_only=True, users=PORTAL_USERS)
     async with serving(bx):
         await deliver(
             store,
@@ -283,7 +215,7 @@ async def test_bitrix_webhook_refused_by_the_portal_is_dead_with_advice(
 async def test_bitrix_application_mode_refreshes_tokens(
     store: OutboxStore, http: Http, directory: Directory
 ) -> None:
-    bx = FakeBitrix(app_only=True)
+    bx = FakeBitrix(app_only=True, users=PORTAL_USERS)
     async with serving(bx):
         app = BitrixApp(
             portal_url=bx.url,
@@ -325,8 +257,12 @@ async def test_webhook_with_the_wrong_secret_is_rejected_and_dead_lettered(
     async with serving(crm):
         sink = WebhookSink("crm", f"{crm.url}/zadarma_webhook", "a-wrong-secret", http)
         await deliver(store, [sink], replay("outbound_busy"))
-    assert crm.received == [] and crm.rejected == 2
-    assert all("HTTP 401" in (d.last_error or "") for d in store.list(State.DEAD))
+    # The first record died; the second waits behind it (never sent out of order).
+    assert crm.received == [] and crm.rejected == 1
+    (dead,) = store.list(State.DEAD)
+    assert "HTTP 401" in (dead.last_error or "")
+    ((held, holder, _),) = store.held()
+    assert holder == dead.id and held.record.fields["event"] == "NOTIFY_OUT_END"
 
 
 async def test_webhook_event_filter(store: OutboxStore, http: Http, directory: Directory) -> None:

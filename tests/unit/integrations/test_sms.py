@@ -23,6 +23,7 @@ from tests.transcripts import replay
 
 GROUP = "-1004440000001"
 SECRET = "smsc-callback-secret"
+TOKEN_Q = "smsc-url-token"
 
 
 def config(tmp: Path, smsc_url: str, tg_url: str, password: str = PASSWORD) -> Config:
@@ -38,6 +39,7 @@ def config(tmp: Path, smsc_url: str, tg_url: str, password: str = PASSWORD) -> C
             password=password,
             company="ООО Ромашка",
             callback_secret=SECRET,
+            callback_token=TOKEN_Q,
         ),
     )
 
@@ -99,12 +101,13 @@ async def test_callback_statuses_and_incoming_sms(tmp_path: Path) -> None:
         running(config(tmp_path, smsc.url, tg.url)) as (app, base),
         aiohttp.ClientSession() as s,
     ):
+        url = f"{base}/smsc?token={TOKEN_Q}&charset=utf-8"
         status = {"id": "1001", "phone": "79581114585", "status": "1"}
         md5 = hashlib.md5(f"1001:79581114585:1:{SECRET}".encode()).hexdigest()
-        async with s.post(f"{base}/smsc", data={**status, "md5": md5}) as resp:
+        async with s.post(url, data={**status, "md5": md5}) as resp:
             assert (resp.status, await resp.text()) == (200, "OK")
         assert app.state.get("sms", "status:1001") == "1"
-        async with s.post(f"{base}/smsc", data={**status, "md5": "0" * 32}) as resp:
+        async with s.post(url, data={**status, "md5": "0" * 32}) as resp:
             assert resp.status == 401
         incoming = {
             "id": "77",
@@ -114,7 +117,7 @@ async def test_callback_statuses_and_incoming_sms(tmp_path: Path) -> None:
             "status": "",
         }
         md5 = hashlib.md5(f"77:+79581114585::{SECRET}".encode()).hexdigest()
-        async with s.post(f"{base}/smsc", data={**incoming, "md5": md5}) as resp:
+        async with s.post(url, data={**incoming, "md5": md5}) as resp:
             assert resp.status == 200
         await until(lambda: len(tg.texts(GROUP)) == 1, timeout=10)
     assert (

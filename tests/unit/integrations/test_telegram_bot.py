@@ -38,6 +38,7 @@ def replies(tg: FakeTelegram, chat: str) -> list[str]:
 
 async def test_start_links_by_code_by_known_id_and_refuses_strangers(tmp_path: Path) -> None:
     tg = FakeTelegram()
+    tg.webhook = {"url": "https://old-setup.example.ru/telegram"}  # getUpdates answers 409 until deleted
     await tg.start()
     try:
         async with running(config(tmp_path, tg.url)) as app:

@@ -116,15 +116,21 @@ async def test_permanent_failure_is_dead_lettered_with_reason_and_can_be_retried
     broken = {"on": True}
     sink = ScriptedSink("crm", lambda d: PermanentFailure("400: bad field") if broken["on"] else None)
     d = Dispatcher(store, [sink], FAST)
-    store.add(replay("outbound_busy"), d.sink_names)
+    records = replay("outbound_busy")
+    store.add(records, d.sink_names)
     async with running(d):
-        await until(lambda: store.counts().get("crm", {}).get("dead") == 2)
-        dead = store.list(State.DEAD)
-        assert [x.last_error for x in dead] == ["400: bad field"] * 2
+        await until(lambda: store.counts().get("crm", {}).get("dead") == 1)
+        (dead,) = store.list(State.DEAD)
+        assert dead.last_error == "400: bad field"
+        # The call's later record is held behind the dead one: never sent without it.
+        ((held, holder, holder_state),) = store.held()
+        assert (holder, holder_state) == (dead.id, "dead") and held.record == records[1]
+        assert [e for _, e in sink.attempts] == ["NOTIFY_OUT_START"]
         broken["on"] = False
-        assert store.retry_dead() == 2
+        assert store.retry_dead() == 1
         d.notify()
         await sink.wait_for(lambda rs: len(rs) == 2)
+    assert sink.records == records  # replayed in the call's order
 
 
 async def test_too_old_is_dead_lettered(store: OutboxStore) -> None:
@@ -190,13 +196,13 @@ def test_idempotency_key_comes_from_the_call_and_the_event_not_the_row(store: Ou
     records = replay("inbound_ring_group")
     store.add(records, ["a"])
     store.add(records, ["a"])
-    keys = [d.idempotency_key for d in store.due("a", time.time() + 1)]
+    keys = [d.idempotency_key for d in store.list(State.PENDING)]  # due() gives only each call's head
     n = len(records)
     assert keys[:n] == keys[n:] and len(set(keys)) == n
     assert keys[1] == f"nb-{records[0].pbx_call_id}-internal-101-a"
     odd = dataclasses.replace(records[0], fields={**records[0].fields, "pbx_call_id": "в\r\nX"})
     store.add([odd], ["a"])
-    key = store.due("a", time.time() + 1)[-1].idempotency_key
+    key = store.list(State.PENDING)[-1].idempotency_key
     assert key.isascii() and key.isprintable() and len(key) < 60
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.pbx.ami_protocol import AmiError, AmiProtocol, Framer, parse_message
+import pytest
+
+from bridge.pbx.ami_protocol import AmiError, AmiProtocol, Framer, UnsafeAction, parse_message
 
 NAME = "Иван Петров"
 
@@ -101,3 +103,55 @@ async def test_pending_actions_fail_when_the_connection_drops() -> None:
         assert "lost" in str(e)
     else:
         raise AssertionError("the pending action should have failed")
+
+
+# -- defence in depth: nothing with a control character is ever written -------------------------
+
+
+@pytest.mark.parametrize(
+    ("action", "fields"),
+    [
+        ("Originate", {"Channel": "PJSIP/101\r\nAction: Originate\r\nApplication: System"}),
+        ("Originate", {"Exten": "79001234567\n"}),
+        ("Originate", {"Exten": "79001234567\r"}),
+        ("Originate", {"CallerID": "Иван\x00"}),
+        ("Originate", {"CallerID": "\x1b[31mred"}),
+        ("Originate", {"CallerID": "x\x7f"}),
+        ("Originate", {"CallerID": "x\x85"}),  # C1 NEL
+        ("Originate", {"CallerID": "x\u2028y"}),  # Unicode line separator
+        ("Originate", {"Variable": "A=1\r\nAction: Command"}),  # "\n" splits variables; "\r" never
+        ("Originate", {"Channel\r\nAction: Command\r\nX": "PJSIP/101"}),  # in a key
+        ("Originate", {"Chan nel": "PJSIP/101"}),
+        ("Originate", {"Channel:": "PJSIP/101"}),
+        ("Originate\r\nAction: Command", {}),  # in the action's name
+        ("", {}),
+    ],
+)
+async def test_an_action_with_a_control_character_is_refused_before_anything_is_written(
+    action: str, fields: dict[str, str]
+) -> None:
+    proto = AmiProtocol(lambda m: None)
+    transport = FakeTransport()
+    proto.connection_made(transport)
+    with pytest.raises(UnsafeAction) as err:
+        proto.send_action(action, fields)
+    assert isinstance(err.value, AmiError)
+    assert transport.written == [] and proto._pending == {}
+    assert "\r" not in str(err.value) and "\n" not in str(err.value)
+
+
+async def test_the_login_secret_is_never_quoted_in_the_refusal() -> None:
+    proto = AmiProtocol(lambda m: None)
+    proto.connection_made(FakeTransport())
+    with pytest.raises(UnsafeAction) as err:
+        proto.send_action("Login", {"Username": "bridge", "Secret": "top-secret-value\r\n"})
+    assert "top-secret-value" not in str(err.value) and "Secret" in str(err.value)
+
+
+async def test_several_variables_still_go_one_per_line() -> None:
+    proto = AmiProtocol(lambda m: None)
+    transport = FakeTransport()
+    proto.connection_made(transport)
+    proto.send_action("Originate", {"Channel": "PJSIP/101", "Variable": "A=1\nB=Иван"})
+    lines = ["Action: Originate", "ActionID: nb-1", "Channel: PJSIP/101", "Variable: A=1", "Variable: B=Иван"]
+    assert transport.written == ["\r\n".join([*lines, "", ""]).encode()]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import load
+from bridge.errors import StorageUnavailable
 from bridge.outbox.dispatcher import Dispatcher
 from bridge.outbox.store import OutboxStore
 from bridge.pbx.pipeline import Pipeline
@@ -64,3 +65,32 @@ def test_records_and_their_snapshot_commit_together_or_not_at_all(
     monkeypatch.undo()
     p.save_snapshots()  # the snapshot was handed back, and goes in with the next commit
     assert p.open_calls.open_count() == 1
+
+
+def test_while_the_storage_refuses_records_no_snapshot_gets_ahead_of_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full: the records wait in memory and so do their calls' snapshots (a kill -9 then
+    leaves no snapshot that says START was sent); once it takes writes, all go in one commit."""
+    p = pipeline(tmp_path / "outbox.sqlite3")
+    msgs = [m for m in messages(raw("inbound_answered")) if m.get("Event") != "FullyBooted"]
+    cut = next(i for i, m in enumerate(msgs) if m.get("Event") == "BridgeEnter")
+
+    def disk_full(*_: object, **__: object) -> list[int]:
+        raise StorageUnavailable("database or disk is full")
+
+    monkeypatch.setattr(p.store, "add", disk_full)
+    for m in msgs[:cut]:
+        p.on_ami_event(m)  # nothing raised: the calls go on being tracked
+    p.save_snapshots()  # the housekeeping tick: the snapshot waits with its records
+    assert p.unsaved == 3 and events_of(p.store) == [] and p.open_calls.open_count() == 0
+    assert pipeline(tmp_path / "outbox.sqlite3").tracker.active_calls == 0  # a kill -9 now: nothing half-done
+    monkeypatch.undo()
+    p.save_snapshots()
+    assert events_of(p.store) == ["NOTIFY_START", "NOTIFY_INTERNAL", "NOTIFY_ANSWER"]
+    assert p.unsaved == 0 and p.open_calls.open_count() == 1
+    restarted = pipeline(tmp_path / "outbox.sqlite3")
+    assert restarted.tracker.active_calls == 1
+    for m in msgs[cut:]:
+        restarted.on_ami_event(m)
+    assert events_of(restarted.store)[3:] == ["NOTIFY_END", "NOTIFY_RECORD"]
