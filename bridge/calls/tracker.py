@@ -271,7 +271,11 @@ class Tracker:
             ):
                 self._ring(call, ext, out)  # an employee's phone ringing (or talking) in an adopted call
             return
-        if role is Role.TRUNK:
+        if role is Role.TRUNK and adopted and ev.uniqueid != ev.linkedid:
+            # The trunk leg of a call whose first channel is gone (an outbound call whose employee
+            # hung up while nobody listened): not an inbound call; the CDR backfill reports it.
+            pass
+        elif role is Role.TRUNK:
             call.direction = Direction.INBOUND
             call.trunk = chan
             call.caller_id = self._num(ev.caller_num)

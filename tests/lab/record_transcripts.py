@@ -3,8 +3,8 @@
     python -m tests.lab.record_transcripts [SCENARIO ...]   (default: every scenario)
 
 Each scenario is one real call through the lab PBX; ``NAME.ami`` holds the exact bytes Asterisk
-sent to a logged-in AMI user with our manager.conf event filter, ``NAME.cdr.csv`` the lines cdr_csv
-wrote to Master.csv for that call. Unit tests and bench/ replay them.
+sent to a logged-in AMI user with our event filter (asterisk-conf/novofon-bridge_manager.conf),
+``NAME.cdr.csv`` the lines cdr_csv wrote to Master.csv for that call. Unit tests and bench/ replay them.
 """
 
 from __future__ import annotations
