@@ -122,6 +122,8 @@ class App:
                 "address": self.ami.settings.address,
                 "last_error": self.ami.last_error,
                 "connects": self.ami.connects,
+                # when the link was down, and the calls backfilled from the CDR since
+                **self.pipeline.link_status(self.ami.down_since),
             },
             "ari": self._ari_status(),
             "trunk": self.pipeline.trunk_registrations,

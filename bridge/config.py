@@ -58,6 +58,17 @@ class AmiConfig:
     ping_timeout: float = 3.0
     reconnect_min_delay: float = 0.5
     reconnect_max_delay: float = 30.0
+    local_max_delay: float = 2.0  # the reconnect cap when Asterisk runs on this machine
+
+
+@dataclass(frozen=True)
+class CdrConfig:
+    # Calls the bridge did not see live (down, restarting, AMI cut) come from Asterisk's CDR.
+    backfill: bool = True
+    csv_path: str = "/var/log/asterisk/cdr-csv/Master.csv"
+    mysql_dsn: str = field(default="", repr=False)  # FreePBX: mysql://user:pass@host/asteriskcdrdb
+    timezone: str = "UTC"  # the CDR's times: UTC with cdr.conf usegmtime=yes
+    max_age: float = 86400.0  # calls that ended longer ago than this are not backfilled
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,7 @@ class AriConfig:
 class AsteriskConfig:
     ami: AmiConfig = field(default_factory=AmiConfig)
     ari: AriConfig = field(default_factory=AriConfig)
+    cdr: CdrConfig = field(default_factory=CdrConfig)
     trunk_endpoints: list[str] = field(default_factory=lambda: ["novofon"])
     internal_extensions: str = r"^[1-9][0-9]{1,3}$"
     outgoing_context: str = "novofon-outgoing"
@@ -361,6 +373,7 @@ def _validate(cfg: Config) -> None:
         "ping_timeout",
         "reconnect_min_delay",
         "reconnect_max_delay",
+        "local_max_delay",
     ):
         if getattr(ami, name) <= 0:
             raise ConfigError(
@@ -389,6 +402,7 @@ def _validate(cfg: Config) -> None:
             tr("не может быть больше reconnect_max_delay", "must not exceed reconnect_max_delay"),
         )
     _validate_ari(cfg)
+    _validate_cdr(cfg)
     if not 3 <= cfg.pbx.employee_ring_timeout <= 300:
         raise ConfigError(
             f, "pbx.employee_ring_timeout", tr("ожидается 3..300 секунд", "expected 3..300 seconds")
@@ -533,6 +547,24 @@ def _validate_agi(cfg: Config) -> None:
         )
     if not 1 <= a.route_timeout <= 600:
         raise ConfigError(f, "agi.route_timeout", tr("ожидается 1..600 секунд", "expected 1..600 seconds"))
+
+
+def _validate_cdr(cfg: Config) -> None:
+    cdr = cfg.asterisk.cdr
+    try:
+        ZoneInfo(cdr.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            cfg.source,
+            "asterisk.cdr.timezone",
+            f"unknown time zone {cdr.timezone!r} (UTC, Europe/Moscow, ...)",
+        ) from None
+    if cdr.max_age <= 0:
+        raise ConfigError(cfg.source, "asterisk.cdr.max_age", "expected a positive number of seconds")
+    if cdr.mysql_dsn and urlparse(cdr.mysql_dsn).scheme not in ("mysql", "mariadb"):
+        raise ConfigError(
+            cfg.source, "asterisk.cdr.mysql_dsn", "expected mysql://USER:PASSWORD@HOST:PORT/asteriskcdrdb"
+        )
 
 
 def _validate_http(cfg: Config) -> None:

@@ -15,6 +15,8 @@ class Kind(enum.Enum):
     BRIDGE = "bridge"  # channel entered a bridge (its linkedid may have changed: transfers)
     RECORDING = "recording"  # MixMonitor started on the channel
     HANGUP = "hangup"  # the channel is gone, with `cause`
+    HANGUP_REQUEST = "hangup_request"  # the channel's far end asked to hang up (a caller's BYE/CANCEL)
+    SOFT_HANGUP_REQUEST = "soft_hangup_request"  # Asterisk itself hangs it up (dialplan, Dial, Queue)
 
 
 @dataclass(frozen=True)
@@ -51,3 +53,4 @@ class LiveChannel:
     age: float  # seconds since the channel was created
     bridged: bool
     recording: bool = False  # MixMonitor is running on it (its MIXMONITOR_FILENAME is set)
+    did: str = ""  # the number the caller dialled (CALLERID(dnid)), read for an adopted trunk channel

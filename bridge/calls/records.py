@@ -10,6 +10,7 @@ import base64
 import enum
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,25 @@ def make(event: Event, values: dict[str, str], meta: dict[str, str] | None = Non
     for name in FIELDS[event][1:]:
         fields[name] = values[name]
     return CallRecord(fields, meta or {})
+
+
+# The field that tells two records of one call and event apart (a call rings several employees).
+_KEY_PART = {Event.INTERNAL: "internal", Event.ANSWER: "internal", Event.RECORD: "call_id_with_rec"}
+_KEY_SAFE = re.compile(r"[A-Za-z0-9._:-]{1,120}")
+
+
+def record_key(fields: dict[str, str]) -> str:
+    """A record's identity: its call, its event and, where a call has several, which one. Equal for
+    a record the tracker derives again after a restart; readable where safe, else a digest."""
+    event = fields.get("event", "")
+    part = _KEY_PART.get(Event(event)) if event in Event._value2member_map_ else None
+    pieces = [fields.get("pbx_call_id", ""), event.removeprefix("NOTIFY_").lower()]
+    if part:
+        pieces.append(fields.get(part, ""))
+    key = "-".join(pieces)
+    if _KEY_SAFE.fullmatch(key):
+        return key
+    return hashlib.sha256("\0".join(pieces).encode()).hexdigest()[:32]
 
 
 # What Novofon signs for each event (SPECS.md): the Signature header is

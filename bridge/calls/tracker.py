@@ -7,109 +7,53 @@ and produces no records (Novofon does not report those either).
 
 State lives in two dicts (channels by Uniqueid, calls by Linkedid). A call is dropped as soon as
 its last channel hangs up; ``sweep`` closes calls whose Hangup never came (a lost event) and
-``resync`` reconciles with the list of live channels after an AMI reconnect.
+``resync`` reconciles with the list of live channels after an AMI reconnect or a start.
+
+With ``persist=True`` the tracker also keeps track of which calls changed: ``take_changes`` hands
+out their snapshots (and the calls that ended), which the pipeline commits together with the
+records; ``restore`` takes them back after a restart, so no record of a call is emitted twice.
 """
 
 from __future__ import annotations
 
-import enum
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from bridge.calls.events import ChannelEvent, Kind, LiveChannel
+from bridge.calls.model import (
+    CAUSE_UNKNOWN,
+    Call,
+    Channel,
+    Direction,
+    Role,
+    call_from,
+    classify_channel,
+    snapshot_of,
+    uniqueid_order,
+)
 from bridge.calls.numbers import normalise
-from bridge.calls.records import CallRecord, Disposition, Event, make
+from bridge.calls.records import CallRecord, Event
+from bridge.calls.report import end_records, record
+from bridge.calls.settings import TrackerSettings
+from bridge.calls.snapshot import CallSnapshot, Changes, EndedCall, EndFacts
+
+__all__ = ["Call", "Channel", "Direction", "Role", "Tracker", "TrackerSettings", "classify_channel"]
 
 STATE_UP = 6
-CAUSE_UNKNOWN = 0
 CAUSE_ANSWERED_ELSEWHERE = 26
-
-# Asterisk hangup causes with a Novofon disposition of their own.
-_CAUSE_DISPOSITION = {1: Disposition.UNALLOCATED, 17: Disposition.BUSY, 3: Disposition.UNALLOCATED}
-# Dial() results of an unanswered attempt, in the order that explains a missed call best.
-_DIAL_DISPOSITION = {
-    "CANCEL": Disposition.CANCEL,
-    "NOANSWER": Disposition.NO_ANSWER,
-    "BUSY": Disposition.BUSY,
-    "CONGESTION": Disposition.FAILED,
-    "CHANUNAVAIL": Disposition.FAILED,
-}
-
-
-@dataclass(frozen=True)
-class TrackerSettings:
-    trunk_endpoints: frozenset[str] = frozenset({"novofon"})
-    internal_pattern: str = r"^[1-9][0-9]{1,3}$"
-    timezone: str = "Europe/Moscow"
-    country_code: str = "7"
-    default_did: str = ""
-    max_call_age: float = 4 * 3600.0
-
-
-class Direction(enum.Enum):
-    UNKNOWN = "unknown"  # not decided yet (an internal phone picked up the receiver)
-    INBOUND = "in"
-    OUTBOUND = "out"
-
-
-class Role(enum.Enum):
-    TRUNK = "trunk"
-    INTERNAL = "internal"
-    OTHER = "other"  # Local/ channels, anything else
-
-
-@dataclass(slots=True)
-class Channel:
-    uniqueid: str
-    name: str
-    role: Role
-    extension: str  # for internal phones: the extension number, else ""
-    call: Call
-    caller_num: str = ""
-    exten: str = ""
-    recording: bool = False
-    cause: int | None = None
-
-
-@dataclass(slots=True)
-class Call:
-    linkedid: str
-    started_at: float
-    last_seen: float
-    call_start: str  # started_at formatted for the records, computed once
-    direction: Direction = Direction.UNKNOWN
-    caller_id: str = ""
-    caller_name: str = ""
-    called_did: str = ""
-    destination: str = ""
-    internal: str = ""
-    answered_at: float | None = None
-    ended_at: float | None = None
-    rung: list[str] = field(default_factory=list)
-    dial_results: list[str] = field(default_factory=list)
-    trunk: Channel | None = None  # the trunk leg: the caller (inbound) or the callee (outbound)
-    root_internal: str = ""  # extension whose phone started the call, if any
-    channels: dict[str, Channel] = field(default_factory=dict)
-    recorded: list[str] = field(default_factory=list)
-    aliases: list[str] = field(default_factory=list)  # other Linkedids naming this call (transfers)
-    root_cause: int = CAUSE_UNKNOWN  # hangup cause of the call's first channel
-    reconstructed: bool = False
-
-    @property
-    def pbx_call_id(self) -> str:
-        return f"{self.direction.value}_{self.linkedid}"
 
 
 class Tracker:
-    def __init__(self, settings: TrackerSettings | None = None) -> None:
+    def __init__(self, settings: TrackerSettings | None = None, persist: bool = False) -> None:
         self.settings = s = settings or TrackerSettings()
         self._internal = re.compile(s.internal_pattern)
         self._tz = ZoneInfo(s.timezone)
         self._channels: dict[str, Channel] = {}
         self._calls: dict[str, Call] = {}
+        self._dirty: dict[str, Call] | None = {} if persist else None
+        self._ended: list[EndedCall] = []
         self._handlers = {
             Kind.NEW: self._on_new,
             Kind.STATE: self._on_state,
@@ -119,6 +63,8 @@ class Tracker:
             Kind.BRIDGE: self._on_bridge,
             Kind.RECORDING: self._on_recording,
             Kind.HANGUP: self._on_hangup,
+            Kind.HANGUP_REQUEST: self._on_hangup_request,
+            Kind.SOFT_HANGUP_REQUEST: self._on_hangup_request,
         }
 
     # -- public API ----------------------------------------------------------------------------
@@ -132,6 +78,13 @@ class Tracker:
 
     def knows_channel(self, uniqueid: str) -> bool:
         return uniqueid in self._channels
+
+    def known_ids(self) -> set[str]:
+        """Every Linkedid and Uniqueid of the calls open now (a CDR backfill skips them)."""
+        ids = set(self._calls)
+        for call in self._calls.values():
+            ids.update(call.members)
+        return ids
 
     def feed(self, ev: ChannelEvent) -> list[CallRecord]:
         out: list[CallRecord] = []
@@ -148,40 +101,107 @@ class Tracker:
                 self._drop_channel(chan, now, CAUSE_UNKNOWN, out)
         return out
 
-    def resync(self, live: Iterable[LiveChannel], now: float, lost_at: float | None) -> list[CallRecord]:
-        """Reconcile with the channels Asterisk reports after a (re)connect.
+    # -- persistence ---------------------------------------------------------------------------
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._dirty or self._ended)
 
-        Channels we knew that are gone hung up while we were not listening: they are closed at
-        ``lost_at`` with an unknown cause, and their calls' END records are marked reconstructed.
-        Channels we did not know (the daemon started mid-call) are adopted.
+    def take_changes(self) -> Changes:
+        """Snapshots of the reported calls that changed, and the calls that ended, since last time."""
+        if self._dirty is None:
+            return Changes()
+        saved = tuple(
+            snapshot_of(c)
+            for key, c in self._dirty.items()
+            if c.direction is not Direction.UNKNOWN and self._calls.get(key) is c
+        )
+        changes = Changes(saved, tuple(self._ended))
+        self._dirty.clear()
+        self._ended.clear()
+        return changes
+
+    def requeue(self, changes: Changes) -> None:
+        """The commit of ``changes`` failed: hand them out again next time."""
+        if self._dirty is None:
+            return
+        for snap in changes.saved:
+            call = self._calls.get(snap.linkedid)
+            if call is not None:
+                self._dirty[call.linkedid] = call
+        self._ended[:0] = changes.ended
+
+    def restore(self, snapshots: Iterable[CallSnapshot]) -> int:
+        """Take back the open calls of an earlier run (before the first resync)."""
+        n = 0
+        for snap in snapshots:
+            if snap.linkedid in self._calls or any(c.uniqueid in self._channels for c in snap.channels):
+                continue
+            call = call_from(snap)
+            for key in (call.linkedid, *call.aliases):
+                self._calls[key] = call
+            self._channels.update(call.channels)
+            n += 1
+        return n
+
+    def vanished(self, live: Iterable[str]) -> list[CallSnapshot]:
+        """The open calls none of whose channels is among the ``live`` Uniqueids: they ended while
+        nobody listened (the pipeline looks up how, then passes that to ``resync``)."""
+        alive = set(live)
+        calls = {id(c): c for c in self._calls.values()}.values()
+        return [snapshot_of(c) for c in calls if c.channels and not alive & c.channels.keys()]
+
+    def resync(
+        self,
+        live: Iterable[LiveChannel],
+        now: float,
+        lost_at: float | None,
+        facts: Mapping[str, EndFacts] | None = None,
+    ) -> list[CallRecord]:
+        """Reconcile with the channels Asterisk reports after a (re)connect or a start.
+
+        Channels we knew that are gone hung up while we were not listening. A call all of whose
+        channels are gone ends when ``facts`` (CDR, the recording's file) say, else at ``lost_at``;
+        its END is marked reconstructed. Channels we did not know (the daemon started mid-call, or
+        the call began while the link was down) are adopted, each call's first channel first.
         """
         out: list[CallRecord] = []
+        facts = facts or {}
         live_by_id = {c.uniqueid: c for c in live}
-        ended_at = lost_at if lost_at is not None else now
-        for chan in [c for uid, c in self._channels.items() if uid not in live_by_id]:
-            chan.call.reconstructed = True
-            self._drop_channel(chan, ended_at, CAUSE_UNKNOWN, out)
-        # Adopt unknown channels, oldest first so that each call's first channel comes first.
-        for lc in sorted(live_by_id.values(), key=lambda c: -c.age):
+        default_end = lost_at if lost_at is not None else now
+        gone: dict[int, list[Channel]] = {}
+        for uid, chan in self._channels.items():
+            if uid not in live_by_id:
+                gone.setdefault(id(chan.call), []).append(chan)
+        for chans in gone.values():
+            call = chans[0].call
+            call.reconstructed = True
+            end = default_end
+            if len(chans) == len(call.channels):  # the whole call ended unseen
+                end = self._apply_facts(call, facts.get(call.linkedid), default_end, out)
+            for chan in chans:
+                self._drop_channel(chan, end, CAUSE_UNKNOWN, out)
+        # Adopt unknown channels: each call's first channel (Uniqueid == Linkedid) first, then by
+        # age and Uniqueid sequence (ages have a one-second resolution).
+        order = sorted(
+            live_by_id.values(),
+            key=lambda c: (c.uniqueid != c.linkedid, -c.age, uniqueid_order(c.uniqueid)),
+        )
+        for lc in order:
             if lc.uniqueid in self._channels:
                 continue
-            ts = now - lc.age
-            self._on_new(
-                ChannelEvent(
-                    Kind.NEW,
-                    ts,
-                    lc.uniqueid,
-                    lc.linkedid,
-                    lc.channel,
-                    lc.state,
-                    lc.caller_num,
-                    lc.caller_name,
-                    lc.context,
-                    lc.exten,
-                ),
-                out,
-                adopted=True,
+            ev = ChannelEvent(
+                Kind.NEW,
+                now - lc.age,
+                lc.uniqueid,
+                lc.linkedid,
+                lc.channel,
+                lc.state,
+                lc.caller_num,
+                lc.caller_name,
+                lc.context,
+                lc.did or lc.exten,
             )
+            self._on_new(ev, out, adopted=True)
             if lc.recording:
                 self._on_recording(ChannelEvent(Kind.RECORDING, now, lc.uniqueid, lc.linkedid), out)
         for lc in live_by_id.values():
@@ -192,8 +212,27 @@ class Tracker:
             if (call.direction is Direction.INBOUND and live_chan.role is Role.INTERNAL) or (
                 call.direction is Direction.OUTBOUND and live_chan is call.trunk
             ):
-                self._answer(call, live_chan, now - lc.age, out)
+                self._answer(call, live_chan.extension, max(now - lc.age, call.started_at), out)
         return out
+
+    def _apply_facts(
+        self, call: Call, f: EndFacts | None, default_end: float, out: list[CallRecord]
+    ) -> float:
+        """What the CDR or the recording says about a call that ended unseen; returns its end."""
+        if f is None:
+            return default_end
+        if call.direction is Direction.INBOUND:
+            for ext in (*f.rung, f.answered_by):
+                if ext and ext not in call.rung:
+                    self._ring(call, ext, out)
+        if call.answered_at is None and (f.answered_by or f.answered_at is not None):
+            at = f.answered_at if f.answered_at is not None else call.last_seen
+            ext = f.answered_by or call.internal
+            self._answer(call, ext, max(at, call.started_at), out)
+        if call.answered_at is None and f.disposition:
+            call.end_disposition = f.disposition
+        end = f.ended_at if f.ended_at is not None else default_end
+        return max(end, call.answered_at or call.started_at)
 
     # -- classification ------------------------------------------------------------------------
     def _classify(self, name: str) -> tuple[Role, str]:
@@ -214,23 +253,36 @@ class Tracker:
             call = Call(ev.linkedid, ev.ts, ev.ts, self._time(ev.ts), reconstructed=adopted)
             self._calls[ev.linkedid] = call
         call.last_seen = ev.ts
+        self._mark(call)
         role, ext = self._classify(ev.channel)
         chan = Channel(ev.uniqueid, ev.channel, role, ext, call, ev.caller_num, ev.exten)
         self._channels[ev.uniqueid] = chan
         first = not call.channels
         call.channels[ev.uniqueid] = chan
+        call.members.append(ev.uniqueid)
         if not first:
-            if adopted and role is Role.TRUNK and call.direction is not Direction.INBOUND:
+            if adopted and role is Role.TRUNK and call.direction is Direction.UNKNOWN:
                 self._start_outbound(call, chan, ev.caller_num, ev.ts, out)
+            elif (
+                adopted
+                and role is Role.INTERNAL
+                and call.direction is Direction.INBOUND
+                and ext not in call.rung
+            ):
+                self._ring(call, ext, out)  # an employee's phone ringing (or talking) in an adopted call
             return
-        if role is Role.TRUNK:
+        if role is Role.TRUNK and adopted and ev.uniqueid != ev.linkedid:
+            # The trunk leg of a call whose first channel is gone (an outbound call whose employee
+            # hung up while nobody listened): not an inbound call; the CDR backfill reports it.
+            pass
+        elif role is Role.TRUNK:
             call.direction = Direction.INBOUND
             call.trunk = chan
             call.caller_id = self._num(ev.caller_num)
             call.caller_name = _name(ev.caller_name)
             did = ev.exten if ev.exten and ev.exten[0].isdigit() else self.settings.default_did
             call.called_did = self._num(did)
-            out.append(self._record(call, Event.START))
+            out.append(record(call, Event.START))
         elif role is Role.INTERNAL:
             call.root_internal = ext
 
@@ -248,16 +300,20 @@ class Tracker:
             return
         call = dest.call
         call.last_seen = ev.ts
+        self._mark(call)
         if dest.role is Role.INTERNAL:
             if call.direction is Direction.INBOUND and dest.extension not in call.rung:
-                call.rung.append(dest.extension)
-                call.internal = call.internal or dest.extension
-                out.append(self._record(call, Event.INTERNAL, internal=dest.extension))
+                self._ring(call, dest.extension, out)
         elif dest.role is Role.TRUNK and call.direction is Direction.UNKNOWN:
             number = ev.dial_string.partition("@")[0] if "@" in ev.dial_string else ""
             caller = self._channels.get(ev.uniqueid)
             number = number or ev.exten or (caller.exten if caller else "")
             self._start_outbound(call, dest, number, ev.ts, out)
+
+    def _ring(self, call: Call, extension: str, out: list[CallRecord]) -> None:
+        call.rung.append(extension)
+        call.internal = call.internal or extension
+        out.append(record(call, Event.INTERNAL, internal=extension))
 
     def _start_outbound(
         self, call: Call, trunk: Channel, number: str, ts: float, out: list[CallRecord]
@@ -269,7 +325,7 @@ class Tracker:
         call.internal = call.root_internal or (
             root.caller_num if self._internal.match(root.caller_num) else ""
         )
-        out.append(self._record(call, Event.OUT_START))
+        out.append(record(call, Event.OUT_START))
 
     def _on_dial_end(self, ev: ChannelEvent, out: list[CallRecord]) -> None:
         dest = self._channels.get(ev.dest_uniqueid)
@@ -277,28 +333,33 @@ class Tracker:
             return
         call = dest.call
         call.last_seen = ev.ts
+        self._mark(call)
         status = ev.dial_status
+        if (
+            call.direction is Direction.INBOUND
+            and call.trunk is not None
+            and ev.uniqueid == call.trunk.uniqueid
+        ):
+            call.outer_results.append(status)
         relevant = (call.direction is Direction.INBOUND and dest.role is Role.INTERNAL) or (
             call.direction is Direction.OUTBOUND and dest is call.trunk
         )
         if not relevant:
             return
         if status == "ANSWER":
-            self._answer(call, dest, ev.ts, out)
+            self._answer(call, dest.extension, ev.ts, out)
         else:
             call.dial_results.append(status)
 
-    def _answer(self, call: Call, dest: Channel, ts: float, out: list[CallRecord]) -> None:
+    def _answer(self, call: Call, extension: str, ts: float, out: list[CallRecord]) -> None:
         if call.answered_at is not None:
             return
         call.answered_at = ts
         if call.direction is Direction.INBOUND:
-            call.internal = dest.extension
-            out.append(self._record(call, Event.ANSWER, destination=dest.extension))
+            call.internal = extension
+            out.append(record(call, Event.ANSWER, destination=extension))
         else:
-            out.append(
-                self._record(call, Event.ANSWER, caller_id=call.internal, destination=call.destination)
-            )
+            out.append(record(call, Event.ANSWER, caller_id=call.internal, destination=call.destination))
 
     def _on_bridge(self, ev: ChannelEvent, out: list[CallRecord]) -> None:
         chan = self._touch(ev)
@@ -315,6 +376,8 @@ class Tracker:
             del old.channels[chan.uniqueid]
             chan.call = target
             target.channels[chan.uniqueid] = chan
+            target.members.append(chan.uniqueid)
+            self._mark(target)
             if not old.channels:
                 self._finish(old, ev.ts, out)
 
@@ -324,16 +387,36 @@ class Tracker:
             chan.recording = True
             chan.call.recorded.append(chan.uniqueid)
 
+    def _on_hangup_request(self, ev: ChannelEvent, out: list[CallRecord]) -> None:
+        chan = self._touch(ev)
+        if chan is None:
+            return
+        call = chan.call
+        call.requests_seen = True
+        if (
+            ev.kind is Kind.HANGUP_REQUEST
+            and chan is call.trunk
+            and call.direction is Direction.INBOUND
+            and call.answered_at is None
+        ):
+            call.caller_hung_up = True  # the caller's own side hung up while it rang
+
     def _on_hangup(self, ev: ChannelEvent, out: list[CallRecord]) -> None:
         chan = self._channels.get(ev.uniqueid)
         if chan is not None:
             self._drop_channel(chan, ev.ts, ev.cause, out)
 
     # -- lifecycle -----------------------------------------------------------------------------
+    def _mark(self, call: Call) -> None:
+        if self._dirty is not None:
+            self._dirty[call.linkedid] = call
+
     def _touch(self, ev: ChannelEvent) -> Channel | None:
         chan = self._channels.get(ev.uniqueid)
         if chan is not None:
             chan.call.last_seen = ev.ts
+            if self._dirty is not None:
+                self._dirty[chan.call.linkedid] = chan.call
         return chan
 
     def _drop_channel(self, chan: Channel, ts: float, cause: int, out: list[CallRecord]) -> None:
@@ -341,6 +424,7 @@ class Tracker:
         call = chan.call
         call.channels.pop(chan.uniqueid, None)
         call.last_seen = ts
+        self._mark(call)
         chan.cause = cause
         if chan.uniqueid == call.linkedid:
             call.root_cause = cause
@@ -353,77 +437,19 @@ class Tracker:
         for key in (call.linkedid, *call.aliases):
             if self._calls.get(key) is call:
                 del self._calls[key]
+        if self._dirty is not None:
+            self._dirty.pop(call.linkedid, None)
+            reported = call.direction is not Direction.UNKNOWN
+            self._ended.append(
+                EndedCall(call.linkedid, (call.linkedid, *call.aliases, *call.members), reported)
+            )
         try:
             if call.direction is not Direction.UNKNOWN:  # internal-only calls are not reported
-                self._report_end(call, ts, out)
+                out.extend(end_records(call, ts))
         finally:
             # Channel.call <-> Call.trunk is a reference cycle: break it so the call is freed now,
             # by reference counting, not whenever the cyclic GC next runs (bench: flat memory).
             call.trunk = None
-
-    def _report_end(self, call: Call, ts: float, out: list[CallRecord]) -> None:
-        end = call.ended_at or ts
-        duration = round(end - call.answered_at) if call.answered_at is not None else 0
-        # The trunk leg's cause is what the network said; when Asterisk itself cancelled that leg
-        # (Dial timeout: cause 0) the first channel's cause (the dialplan's Hangup(19)) tells why.
-        cause = (call.trunk.cause if call.trunk else None) or call.root_cause
-        rec_id = call.recorded[0] if call.recorded and call.answered_at is not None else ""
-        values = {
-            "duration": str(max(0, duration)),
-            "disposition": self._disposition(call, cause).value,
-            "status_code": str(cause),
-            "is_recorded": "1" if rec_id else "0",
-            "call_id_with_rec": rec_id,
-        }
-        if call.direction is Direction.INBOUND:
-            out.append(self._record(call, Event.END, **values))
-        else:
-            out.append(self._record(call, Event.OUT_END, caller_id=call.internal, **values))
-        if rec_id:
-            out.append(self._record(call, Event.RECORD, call_id_with_rec=rec_id))
-
-    def _disposition(self, call: Call, cause: int) -> Disposition:
-        if call.answered_at is not None:
-            return Disposition.ANSWERED
-        results = call.dial_results
-        if call.direction is Direction.OUTBOUND:
-            if cause in _CAUSE_DISPOSITION:
-                return _CAUSE_DISPOSITION[cause]
-            return _DIAL_DISPOSITION.get(results[-1], Disposition.FAILED) if results else Disposition.CANCEL
-        for status in _DIAL_DISPOSITION:  # CANCEL first: the caller gave up before anyone answered
-            if status in results:
-                return _DIAL_DISPOSITION[status]
-        return Disposition.CANCEL
-
-    def _record(self, call: Call, event: Event, **extra: str) -> CallRecord:
-        values = {
-            "call_start": call.call_start,
-            "pbx_call_id": call.pbx_call_id,
-            "caller_id": call.caller_id,
-            "called_did": call.called_did,
-            "internal": call.internal,
-            "destination": call.destination,
-        }
-        values.update(extra)
-        meta = {"direction": call.direction.value}
-        if call.caller_name:
-            meta["caller_name"] = call.caller_name
-        if call.reconstructed:
-            meta["reconstructed"] = "1"
-        return make(event, values, meta)
-
-
-def classify_channel(name: str, trunks: frozenset[str], internal: re.Pattern[str]) -> tuple[Role, str]:
-    """Role of a channel from its name ("PJSIP/novofon-0000002a" -> trunk); extension if internal."""
-    tech, _, rest = name.partition("/")
-    if tech != "PJSIP":
-        return Role.OTHER, ""
-    endpoint = rest.rpartition("-")[0] or rest
-    if endpoint in trunks:
-        return Role.TRUNK, ""
-    if internal.match(endpoint):
-        return Role.INTERNAL, endpoint
-    return Role.OTHER, ""
 
 
 def _name(caller_name: str) -> str:

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 
 from bridge.calls.numbers import InvalidNumber
@@ -23,10 +24,14 @@ from bridge.i18n import tr
 from bridge.pbx.ami_protocol import AmiError
 from bridge.pbx.ari import AriClient, AriError, AriNotFound
 from bridge.pbx.ari_actions import AriActions
+from bridge.pbx.catchup import cdr_source
+from bridge.pbx.cdr import CdrError
 from bridge.pbx.diagnose import ami_failure
+from bridge.pbx.open_calls import OpenCallStore
 from bridge.pbx.originate import PbxActions, ari_settings, checked_callback, checked_test_number
 from bridge.pbx.permissions import ActionRefused
 from bridge.pbx.pipeline import ami_settings
+from bridge.preflight import Check, Context, Result
 
 Actions = AriActions | PbxActions
 
@@ -96,6 +101,8 @@ async def status(actions: PbxActions) -> int:
         mark = "зарегистрирован" if state == "Registered" else f"НЕ зарегистрирован ({state})"
         ok = ok and state == "Registered"
         print(f"Транк {name}: {mark}")
+    for line in link_lines(cfg):
+        print(line)
     print(f"Активных звонков: {len(st.calls)}")
     for linkedid, channels in st.calls.items():
         print(f"  {linkedid}: " + "; ".join(channels))
@@ -169,3 +176,73 @@ def place_call(args: argparse.Namespace) -> Callable[[Actions], Awaitable[int]]:
         return outcome.exit_code
 
     return place
+
+
+def cdr_checks(ctx: Context) -> list[Check]:
+    """The preflight's CDR part: can the source the daemon backfills from be read?"""
+    return [Check("CDR", lambda: _cdr(ctx.cfg))]
+
+
+async def _cdr(cfg: Config) -> list[Result]:
+    source = cdr_source(cfg)
+    if source is None:
+        return [
+            Result.ok(
+                "CDR",
+                tr(
+                    "восстановление звонков из CDR выключено (asterisk.cdr.backfill: false)",
+                    "backfill from the CDR is off (asterisk.cdr.backfill: false)",
+                ),
+            )
+        ]
+    try:
+        return [Result.ok("CDR", await source.probe())]
+    except CdrError as e:
+        return [
+            Result.warning(
+                "CDR",
+                tr(f"не читается — {e}", f"cannot be read — {e}"),
+                tr(
+                    "звонки, пропущенные при разрыве связи с AMI, не восстановятся: проверьте "
+                    "asterisk.cdr.csv_path (права на чтение для пользователя службы) "
+                    "или asterisk.cdr.mysql_dsn",
+                    "calls missed while AMI was down will not be backfilled: check asterisk.cdr.csv_path "
+                    "(readable by the service user) or asterisk.cdr.mysql_dsn",
+                ),
+            )
+        ]
+
+
+async def cdr_line(cfg: Config) -> str:
+    """Whether the CDR the daemon backfills from can be read (asterisk.cdr)."""
+    source = cdr_source(cfg)
+    if source is None:
+        return "CDR: восстановление звонков из CDR выключено (asterisk.cdr.backfill: false)"
+    try:
+        return f"CDR: {await source.probe()}"
+    except CdrError as e:
+        return f"CDR: НЕ читается — {e}; звонки, пропущенные при разрыве связи, не восстановятся"
+
+
+def link_lines(cfg: Config) -> list[str]:
+    """What the daemon noted about its AMI link: the last outage and the calls backfilled."""
+    link = OpenCallStore.read_link(cfg.outbox_path)
+    if link is None:
+        return []
+    out = []
+    if link.last_outage_from is not None and link.last_outage_to is not None:
+        seconds = round(link.last_outage_to - link.last_outage_from)
+        out.append(
+            f"Последний разрыв связи с AMI: {_when(link.last_outage_from)} — {_when(link.last_outage_to)}"
+            f" ({seconds} с), восстановлено из CDR звонков: {link.last_outage_backfilled}"
+        )
+    else:
+        out.append("Разрывов связи с AMI не было")
+    out.append(f"Всего восстановлено из CDR звонков: {link.backfilled_total}")
+    if link.last_backfill_error:
+        out.append(f"CDR: последняя ошибка — {link.last_backfill_error}")
+    return out
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bridge.cli import agi
+from bridge.cli import agi, pbx
 from bridge.config import Config, ConfigError
 from bridge.http import preflight as http_preflight
 from bridge.i18n import tr
@@ -50,7 +50,7 @@ PROVIDERS: tuple[Provider, ...] = (
     pbx_preflight.checks,  # recordings readable; manager.conf (privileges, event filter); AMI; the trunk
     ari_preflight.checks,  # ARI: login; the daemon's Stasis application registered (or not yet)
     agi.checks,  # AGI: the FastAGI port free (or held by the running daemon); res_agi, func_module loaded
-    # CDR (asterisk.cdr.*): the CDR source readable — the backfill's provider goes here.
+    pbx.cdr_checks,  # CDR (asterisk.cdr.*): the source the backfill reads is readable
     telegram_preflight.checks,  # getMe, each configured chat reachable
     bitrix24_preflight.checks,  # credentials, installation, scopes
 )

@@ -23,12 +23,12 @@ import enum
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge.calls.records import CallRecord
+from bridge.calls.records import CallRecord, record_key
 from bridge.errors import StorageUnavailable
 from bridge.outbox.health import StorageHealth, StorageOpenError, is_storage_error
 
@@ -86,8 +86,9 @@ class Delivery:
 
     @property
     def idempotency_key(self) -> str:
-        """Stable across retries and restarts: the far side may deduplicate on it."""
-        return f"nb-{self.record_id}-{self.sink}"
+        """Derived from the call and the event, never from a row id: the same for a record re-derived
+        after any restart, so the far side may deduplicate on it."""
+        return f"nb-{record_key(self.record.fields)}-{self.sink}"
 
 
 # A call's head: no earlier delivery of the same call and sink is still pending or dead.
@@ -112,6 +113,7 @@ class OutboxStore:
         # Errors are stored with every known secret masked (bridge/redact.py): a transport error
         # can quote a URL that holds a webhook code, and last_error is read by `outbox list`.
         self.redact: Callable[[str], str] = redact or (lambda text: text)
+        self._joined = False  # inside transaction(): writes join it, its commit decides
         db: sqlite3.Connection | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +143,8 @@ class OutboxStore:
                 raise
             self.health.failed(e, doing)
             raise StorageUnavailable(f"{self.path}: {e}") from e
-        self.health.ok()
+        if not self._joined:  # inside a transaction() only its commit says the write is done
+            self.health.ok()
         return result
 
     def close(self) -> None:
@@ -394,15 +397,41 @@ class OutboxStore:
     def _tx(self) -> _Tx:
         return _Tx(self.db)
 
+    @contextlib.contextmanager
+    def transaction(self, doing: str = "commit") -> Iterator[None]:
+        """One commit for several writes: ``add`` inside it joins it (the pipeline commits records
+        with the open-call snapshots that explain them). A refusal by the machine, in any of the
+        writes or in the commit, rolls it all back and becomes StorageUnavailable."""
+        if self._joined:  # already inside one: join it
+            yield
+            return
+        self._joined = True
+        try:
+            with self._tx():
+                yield
+        except sqlite3.Error as e:
+            if not is_storage_error(e):
+                raise
+            self.health.failed(e, doing)
+            raise StorageUnavailable(f"{self.path}: {e}") from e
+        finally:
+            self._joined = False
+        self.health.ok()
+
 
 class _Tx:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        self.outer = False
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        self.outer = not self.db.in_transaction
+        if self.outer:
+            self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *_: object) -> None:
+        if not self.outer:
+            return  # the outer transaction commits or rolls back
         if exc_type is None:
             try:
                 self.db.execute("COMMIT")

@@ -3,13 +3,16 @@
 ``AmiConnection`` is one logged-in connection (used by the CLI for one-off actions).
 ``AmiSupervisor`` keeps one alive for the daemon: exponential backoff with jitter, a Ping
 watchdog that notices a half-open TCP connection, and an ``on_connected`` hook used to resync
-calls from ``CoreShowChannels`` after every (re)connect.
+calls from ``CoreShowChannels`` after every (re)connect. An Asterisk on this machine is retried at
+least every ``local_max_delay`` seconds: every second of an outage is a call to backfill.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -44,10 +47,22 @@ class AmiSettings:
     action_timeout: float = 10.0
     ping_interval: float = 5.0
     ping_timeout: float = 3.0
+    local_max_delay: float = 2.0
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def is_local(self) -> bool:
+        """Asterisk on this machine: localhost or a loopback address (127.0.0.0/8, ::1)."""
+        host = self.host.strip("[]").lower()
+        if host in ("localhost", "localhost.localdomain", "ip6-localhost"):
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
 
 class AmiConnection:
@@ -141,12 +156,25 @@ class AmiSupervisor:
         self._on_event = on_event
         self._on_connected = on_connected
         self._events = frozenset(events) if events is not None else None
-        self.backoff = backoff or Backoff()
+        backoff = backoff or Backoff()
+        cap = settings.local_max_delay / (1 + backoff.jitter)  # jitter included
+        if settings.is_local and backoff.max_delay > cap:
+            # A local PBX is never far away: a long backoff only widens the window of missed calls.
+            backoff = dataclasses.replace(backoff, min_delay=min(backoff.min_delay, cap), max_delay=cap)
+        self.backoff = backoff
         self.connection: AmiConnection | None = None
         self.connected = asyncio.Event()
         self.last_error: str | None = None
         self.connects = 0
         self._lost_at: float | None = None
+        self.started_at = time.time()
+
+    @property
+    def down_since(self) -> float | None:
+        """Since when the bridge has not been listening (None while connected)."""
+        if self.connected.is_set():
+            return None
+        return self._lost_at if self._lost_at is not None else self.started_at
 
     async def run(self) -> None:
         """Run until cancelled."""

@@ -14,6 +14,8 @@ KINDS: dict[str, Kind] = {
     "BridgeEnter": Kind.BRIDGE,
     "MixMonitorStart": Kind.RECORDING,
     "Hangup": Kind.HANGUP,
+    "HangupRequest": Kind.HANGUP_REQUEST,
+    "SoftHangupRequest": Kind.SOFT_HANGUP_REQUEST,
 }
 
 #: Events the daemon parses. manager.conf also lets Newstate through (the CLI narrates "ringing"

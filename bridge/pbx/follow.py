@@ -111,6 +111,7 @@ def end_reason(dial_status: str, trunk_cause: int | None) -> str:
 
 
 Printer = Callable[[str], None]
+TRUNK_CAUSE_GRACE = 2.0  # seconds to wait for the trunk leg's Hangup after the call's own
 
 # What people are told while a call goes on (the same for AMI and ARI).
 STEPS_RU = {
@@ -254,6 +255,7 @@ class CallFollower:
         self.answered = asyncio.Event()  # the client answered: from here on no timer applies
         self.done = asyncio.Event()
         self._trunk_uid: str | None = None
+        self._root_gone = False
         self._dial_status = ""  # Dial()'s status towards the trunk
         self._answered_at: float | None = None
         self._seen: set[str] = set()
@@ -305,11 +307,21 @@ class CallFollower:
             cause = int(msg.get("Cause", "0") or 0)
             if uid == self._trunk_uid:
                 self.outcome.cause = cause
+                if self._root_gone:  # the call ended first; the trunk's cause was still to come
+                    self.finish(end_reason(self._dial_status, cause))
             if uid == self.linkedid:
                 if self._trunk_uid is None or self.outcome.answered:
                     if self.outcome.cause is None:
                         self.outcome.cause = cause
                     self.finish(self._cause_text(self.outcome.cause))
+                elif self.outcome.cause is None:
+                    # The trunk was dialled, did not answer, and its Hangup (with the network's own
+                    # cause: why it failed) can come just after ours: wait for it a moment.
+                    self._root_gone = True
+                    asyncio.get_running_loop().call_later(
+                        TRUNK_CAUSE_GRACE,
+                        lambda: self.finish(end_reason(self._dial_status, self.outcome.cause)),
+                    )
                 else:  # the trunk was dialled and did not answer: its own cause says why
                     self.finish(end_reason(self._dial_status, self.outcome.cause))
 

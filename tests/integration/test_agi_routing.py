@@ -216,15 +216,16 @@ async def test_check_sees_the_agi_port_and_the_modules_and_a_pbx_missing_one_kee
     lab: L.Lab, tmp_path: Path, provider: AmiConnection
 ) -> None:
     code, out, err = await cli(lab, tmp_path, "check")
-    assert code == 0, out + err
-    assert f"AGI: порт 127.0.0.1:{L.AGI_PORT} свободен" in out
-    assert "AGI: модули Asterisk для маршрутизации загружены (res_agi, func_module)" in out
+    # Warnings only (exit 1: the lab's HTTP port 0, no /etc/asterisk here); no error.
+    assert code in (0, 1) and "[ОШИБКА]" not in out + err, out + err
+    assert f"[ок] AGI: порт 127.0.0.1:{L.AGI_PORT} свободен" in out
+    assert "[ок] AGI: модули Asterisk: загружены: res_agi, func_module" in out
     # Without IFMODULE() the guard in [novofon-route] cannot tell whether AGI() exists (without
     # res_agi, AGI() would hang up every inbound call): routing is skipped, the call goes on.
     assert "unloaded" in (await arx(lab, L.PBX, "module unload func_module.so")).lower()
     try:
         code, out, err = await cli(lab, tmp_path, "check")
-        assert code == 0 and "в Asterisk не загружено: func_module.so" in err, out + err
+        assert code == 1 and "[ВНИМАНИЕ] AGI: модули Asterisk: не загружено: func_module.so" in err, out + err
         async with daemon(lab, config(lab, tmp_path, None)) as (app, sink):
             await call_in(provider, L.DID_ROUTED, caller="89165550005")
             await sink.wait_for(

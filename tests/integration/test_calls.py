@@ -40,9 +40,8 @@ def end_fields(**kw: str) -> dict[str, str]:
 
 async def test_trunk_registers_with_digest_auth(lab: L.Lab) -> None:
     regs = await arx(lab, L.PBX, "pjsip show registrations")
-    assert re.search(rf"novofon-reg/sip:{re.escape(L.PROVIDER_IP)}:5060\s+novofon-auth\s+Registered", regs), (
-        regs
-    )
+    pattern = rf"novofon-reg/sip:{re.escape(L.PROVIDER_IP)}:5060\s+novofon-auth\s+Registered"
+    assert re.search(pattern, regs), regs
     aor = await arx(lab, L.PROVIDER, f"pjsip show aor {L.TRUNK_LOGIN}")
     assert f"sip:{L.TRUNK_LOGIN}@{L.PBX_IP}:5060" in aor, aor
     # The provider really demands digest auth from the trunk (auth= on its endpoint).

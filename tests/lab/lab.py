@@ -50,7 +50,10 @@ DID_GROUP = "74950000100"  # rings 101 and 102 together
 DID_101 = "74950000101"  # answers
 DID_103 = "74950000103"  # never answers
 DID_104 = "74950000104"  # busy
-DID_ROUTED = "74950000105"  # asks novofon-bridge (AGI) whom to ring first; else rings 103 (no answer)
+DID_QUEUE = "74950000105"  # a Queue (member 103 via Local, never answers) that gives up after QUEUE_TIMEOUT s
+DID_LOCAL_GROUP = "74950000106"  # a ring group of Local/…@from-internal channels (103, 104): no answer
+DID_LONG = "74950000107"  # 103 rings for LONG_RING_TIMEOUT s (a call still ringing across a restart)
+DID_ROUTED = "74950000108"  # asks novofon-bridge (AGI) whom to ring first; else rings 103 (no answer)
 DID_ROUTES = {
     DID_GROUP: "PJSIP/101&PJSIP/102",
     DID_101: "PJSIP/101",
@@ -63,7 +66,27 @@ DID_ROUTES = {
 AGI_PORT = 4573 + SLOT
 
 RING_TIMEOUT = 4  # seconds extensions ring on an inbound call
+QUEUE_TIMEOUT = 3  # seconds the lab queue rings before it gives up
+GROUP_TIMEOUT = 3  # seconds the Local ring group rings (shorter than the members' own Dial)
+LONG_RING_TIMEOUT = 60
 DIAL_TIMEOUT = 5  # seconds an outbound call rings before "no answer"
+
+LAB_ROUTES = f"""exten => {DID_QUEUE},1,NoOp(lab: a queue that gives up after {QUEUE_TIMEOUT} s)
+ same => n,Gosub(novofon-settings,s,1)
+ same => n,Gosub(novofon-record,s,1)
+ same => n,Queue(lab-queue,,,,{QUEUE_TIMEOUT})
+ same => n,Hangup()
+exten => {DID_LOCAL_GROUP},1,NoOp(lab: a ring group of Local channels)
+ same => n,Gosub(novofon-settings,s,1)
+ same => n,Gosub(novofon-record,s,1)
+ same => n,Dial(Local/103@from-internal&Local/104@from-internal,{GROUP_TIMEOUT})
+ same => n,Hangup()
+exten => {DID_LONG},1,NoOp(lab: rings 103 for a long time)
+ same => n,Gosub(novofon-settings,s,1)
+ same => n,Gosub(novofon-record,s,1)
+ same => n,Dial(PJSIP/103,{LONG_RING_TIMEOUT})
+ same => n,Goto(novofon-dial-result,${{DIALSTATUS}},1)
+"""
 
 # Numbers the provider answers for outbound calls.
 NUM_ANSWER = "79001110001"
@@ -103,6 +126,9 @@ MODULES = [
     "format_pcm.so",
     "pbx_config.so",
     "app_dial.so",
+    "app_queue.so",
+    "cdr_csv.so",
+    "func_cdr.so",
     "app_playback.so",
     "app_echo.so",
     "app_mixmonitor.so",
@@ -313,12 +339,17 @@ class Lab:
     def recordings_dir(self) -> Path:
         return self.host_path(PBX, "spool", "monitor")
 
+    @property
+    def cdr_csv(self) -> Path:
+        """cdr_csv's Master.csv of the lab PBX."""
+        return self.host_path(PBX, "log", "cdr-csv", "Master.csv")
+
     # ---- rendering ---------------------------------------------------------------------------
     def render(self) -> None:
         for inst in INSTANCES:
             base = self.host_path(inst)
             shutil.rmtree(base, ignore_errors=True)
-            for sub in ("etc", "run", "log", "spool/monitor", "lib", "db"):
+            for sub in ("etc", "run", "log/cdr-csv", "spool/monitor", "lib", "db"):
                 (base / sub).mkdir(parents=True, exist_ok=True)
             self._common(inst)
         self._render_pbx()
@@ -370,8 +401,14 @@ maxfiles = 4096
             "ringcadence=800,3200\ndial=425\nbusy=425/350,0/350\nring=425/800,0/3200\n"
             "congestion=425/175,0/175\ncallwaiting=425/200,0/5000\n",
         )
-        for empty in (
+        # CDR as Debian ships it: cdr_csv appends to <astlogdir>/cdr-csv/Master.csv, times in UTC.
+        self._write(
+            inst,
             "cdr.conf",
+            "[general]\nenable = yes\n[csv]\nusegmtime = yes\nloguniqueid = yes\nloguserfield = yes\n"
+            "accountlogs = no\n",
+        )
+        for empty in (
             "cel.conf",
             "features.conf",
             "musiconhold.conf",
@@ -456,7 +493,20 @@ write = all
         )
         # Short timeouts so that "no answer" tests take seconds, not a minute.
         text = _sub(text, "NOVOFON_RING_TIMEOUT=30", f"NOVOFON_RING_TIMEOUT={RING_TIMEOUT}")
-        ext.write_text(_sub(text, "NOVOFON_DIAL_TIMEOUT=60", f"NOVOFON_DIAL_TIMEOUT={DIAL_TIMEOUT}"))
+        text = _sub(text, "NOVOFON_DIAL_TIMEOUT=60", f"NOVOFON_DIAL_TIMEOUT={DIAL_TIMEOUT}")
+        # Routes that are no Dial() target, as FreePBX builds them: exact DIDs in front of the
+        # snippet's _X. pattern. After the PBX gives up it hangs up normally (cause 16), as a
+        # FreePBX "Terminate Call" destination does: only who ended the ringing tells "no answer"
+        # from "cancel".
+        ext.write_text(_sub(text, "[from-novofon]\n", "[from-novofon]\n" + LAB_ROUTES))
+        # Queue members as FreePBX writes them (Local/<ext>@…/n): ringable whatever PJSIP's device
+        # state says (after a crash of Asterisk a PJSIP/103 member stays "Unavailable" for a while).
+        self._write(
+            PBX,
+            "queues.conf",
+            "[general]\nshared_lastcall = no\n\n[lab-queue]\nstrategy = ringall\ntimeout = 15\n"
+            "retry = 1\njoinempty = yes\nleavewhenempty = no\nmember => Local/103@from-internal/n\n",
+        )
 
     def _render_provider(self) -> None:
         self._write(

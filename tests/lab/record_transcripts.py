@@ -1,14 +1,16 @@
 """Record AMI transcripts from the real lab into tests/transcripts/ (run as root):
 
-    python -m tests.lab.record_transcripts
+    python -m tests.lab.record_transcripts [SCENARIO ...]   (default: every scenario)
 
-Each scenario is one real call through the lab PBX; the file holds the exact bytes Asterisk sent
-to a logged-in AMI user with our manager.conf event filter. Unit tests and bench/ replay them.
+Each scenario is one real call through the lab PBX; ``NAME.ami`` holds the exact bytes Asterisk
+sent to a logged-in AMI user with our event filter (asterisk-conf/novofon-bridge_manager.conf),
+``NAME.cdr.csv`` the lines cdr_csv wrote to Master.csv for that call. Unit tests and bench/ replay them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -35,8 +37,9 @@ async def main() -> None:
     provider = await open_instance(L.PROVIDER_IP)
     phones = await open_instance(L.PHONES_IP)
 
-    async def cancel() -> None:
-        await call_in(provider, L.DID_103, name=NAME)
+    async def hang_up_while_ringing(did: str) -> None:
+        """The caller gives up after 1.5 s of ringing (before any timeout of the PBX)."""
+        await call_in(provider, did, name=NAME)
         await asyncio.sleep(1.5)
         await provider.action("Hangup", {"Channel": f"/^PJSIP\\/{L.TRUNK_LOGIN}-/", "Cause": "16"})
 
@@ -45,18 +48,34 @@ async def main() -> None:
         "inbound_missed": lambda: call_in(provider, L.DID_103, name=NAME),
         "inbound_busy": lambda: call_in(provider, L.DID_104, name=NAME),
         "inbound_ring_group": lambda: call_in(provider, L.DID_GROUP, name=NAME),
-        "inbound_cancel": cancel,
+        "inbound_cancel": lambda: hang_up_while_ringing(L.DID_103),
+        # Ring timeouts end the ringing, not the caller: "no answer", whatever hung up last.
+        "inbound_queue_timeout": lambda: call_in(provider, L.DID_QUEUE, name=NAME),
+        "inbound_local_group_timeout": lambda: call_in(provider, L.DID_LOCAL_GROUP, name=NAME),
+        "inbound_queue_cancel": lambda: hang_up_while_ringing(L.DID_QUEUE),
+        "inbound_local_group_cancel": lambda: hang_up_while_ringing(L.DID_LOCAL_GROUP),
         "outbound_answered": lambda: call_out(phones, "101", L.NUM_ANSWER),
         "outbound_busy": lambda: call_out(phones, "102", L.NUM_BUSY),
         "outbound_no_answer": lambda: call_out(phones, "101", L.NUM_NOANSWER),
     }
+    wanted = sys.argv[1:] or list(scenarios)
+    unknown = set(wanted) - set(scenarios)
+    if unknown:
+        raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}; known: {', '.join(scenarios)}")
     OUT.mkdir(exist_ok=True)
     try:
-        for name, place in scenarios.items():
+        master = lab.host_path(L.PBX, "log", "cdr-csv", "Master.csv")
+        for name in wanted:
+            place = scenarios[name]
+            before = master.stat().st_size if master.exists() else 0
             async with Capture(OUT / f"{name}.ami"):
                 await place()
                 await asyncio.sleep(1)
                 await _idle(lab)
+            await asyncio.sleep(1)  # cdr_csv writes a call's lines just after it ends
+            with master.open("rb") as f:
+                f.seek(before)
+                (OUT / f"{name}.cdr.csv").write_bytes(f.read())
             print(f"recorded {name}")
     finally:
         await provider.close()

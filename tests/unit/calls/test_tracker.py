@@ -41,6 +41,30 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
         ("NOTIFY_END", "101", "answered", "16", "2", "1"),
         ("NOTIFY_RECORD",),
     ],
+    # Ring timeouts: the PBX gave up (then hung up normally, cause 16 or the busy member's 17).
+    "inbound_queue_timeout": [
+        ("NOTIFY_START",),
+        ("NOTIFY_INTERNAL", "103"),
+        ("NOTIFY_END", "103", "no answer", "16", "0", "0"),
+    ],
+    "inbound_local_group_timeout": [
+        ("NOTIFY_START",),
+        ("NOTIFY_INTERNAL", "103"),
+        ("NOTIFY_INTERNAL", "104"),
+        ("NOTIFY_END", "103", "no answer", "17", "0", "0"),
+    ],
+    # The caller hung up while the queue / the Local ring group rang.
+    "inbound_queue_cancel": [
+        ("NOTIFY_START",),
+        ("NOTIFY_INTERNAL", "103"),
+        ("NOTIFY_END", "103", "cancel", "16", "0", "0"),
+    ],
+    "inbound_local_group_cancel": [
+        ("NOTIFY_START",),
+        ("NOTIFY_INTERNAL", "103"),
+        ("NOTIFY_INTERNAL", "104"),
+        ("NOTIFY_END", "103", "cancel", "16", "0", "0"),
+    ],
     "outbound_answered": [
         ("NOTIFY_OUT_START", "101"),
         ("NOTIFY_ANSWER", "101"),
@@ -99,6 +123,23 @@ def test_inbound_fields_are_novofon_formatted() -> None:
     assert start["call_start"] == datetime.fromtimestamp(ts, ZoneInfo("Europe/Moscow")).strftime(
         "%Y-%m-%d %H:%M:%S"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "disposition"),
+    [
+        ("inbound_queue_timeout", "no answer"),
+        ("inbound_local_group_timeout", "no answer"),
+        ("inbound_queue_cancel", "cancel"),
+        ("inbound_local_group_cancel", "cancel"),
+    ],
+)
+def test_ring_outcome_without_hangup_request_events(name: str, disposition: str) -> None:
+    """An older manager.conf filters (Soft)HangupRequest out: the outer dials still decide."""
+    requests = (Kind.HANGUP_REQUEST, Kind.SOFT_HANGUP_REQUEST)
+    tracker = Tracker()
+    records = [r for e in events(name) if e.kind not in requests for r in tracker.feed(e)]
+    assert records[-1].fields["disposition"] == disposition
 
 
 def test_no_state_outlives_its_call() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -186,7 +187,23 @@ def test_idempotency_key_is_stable(store: OutboxStore) -> None:
     (d1,) = store.due("a", time.time() + 1)
     store.mark_retry(d1.id, 0, "x")
     (d2,) = store.due("a", time.time() + 1)
-    assert d1.idempotency_key == d2.idempotency_key == f"nb-{d1.record_id}-a"
+    assert d1.idempotency_key == d2.idempotency_key == f"nb-{d1.record.pbx_call_id}-out_start-a"
+
+
+def test_idempotency_key_comes_from_the_call_and_the_event_not_the_row(store: OutboxStore) -> None:
+    """A record derived again after a restart (a new row) keeps its key; each ring and each
+    recording of a call has its own; odd ids become a digest that fits in a header."""
+    records = replay("inbound_ring_group")
+    store.add(records, ["a"])
+    store.add(records, ["a"])
+    keys = [d.idempotency_key for d in store.list(State.PENDING)]  # due() gives only each call's head
+    n = len(records)
+    assert keys[:n] == keys[n:] and len(set(keys)) == n
+    assert keys[1] == f"nb-{records[0].pbx_call_id}-internal-101-a"
+    odd = dataclasses.replace(records[0], fields={**records[0].fields, "pbx_call_id": "в\r\nX"})
+    store.add([odd], ["a"])
+    key = store.list(State.PENDING)[-1].idempotency_key
+    assert key.isascii() and key.isprintable() and len(key) < 60
 
 
 async def test_token_bucket_keeps_the_rate() -> None:

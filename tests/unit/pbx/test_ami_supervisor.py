@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -181,5 +182,51 @@ async def test_asterisk_that_accepts_but_never_speaks_is_an_ami_error_and_retrie
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [("127.0.0.1", True), ("127.0.4.11", True), ("localhost", True), ("::1", True), ("[::1]", True),
+     ("10.0.0.5", False), ("pbx.example.ru", False)],
+)  # fmt: skip
+def test_a_pbx_on_this_machine_is_retried_at_least_every_local_max_delay(host: str, local: bool) -> None:
+    sup = AmiSupervisor(
+        AmiSettings(host, local_max_delay=2.0),
+        lambda m: None,
+        lambda c, t: asyncio.sleep(0),
+        backoff=Backoff(),
+    )
+    assert AmiSettings(host).is_local is local
+    assert max(sup.backoff.delay(20) for _ in range(200)) <= (2.0 if local else 36.0)
+    assert sup.backoff.max_delay > (1.5 if local else 29)
+
+
+async def test_a_local_asterisk_down_for_seconds_is_back_within_the_local_cap() -> None:
+    """After a 4 s outage the remote-PBX backoff (0.5 s doubling to 30 s) would wait 4 s more."""
+    ami = TinyAmi()
+    server = await asyncio.start_server(ami.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    sup = AmiSupervisor(
+        dataclasses.replace(settings(port), local_max_delay=1.0),
+        lambda m: None,
+        lambda c, t: asyncio.sleep(0),
+        backoff=Backoff(min_delay=0.5, max_delay=30),
+    )
+    task = asyncio.create_task(sup.run())
+    try:
+        await asyncio.sleep(4)  # the outage: refused all along (0.5 + 1 + 2 s of backoff so far)
+        server = await asyncio.start_server(ami.handle, "127.0.0.1", port)
+        back = asyncio.get_running_loop().time()
+        await asyncio.wait_for(sup.connected.wait(), 5)
+        assert asyncio.get_running_loop().time() - back <= 1.0 + 0.3
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        ami.kick_all()
         server.close()
         await server.wait_closed()

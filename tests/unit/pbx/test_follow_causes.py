@@ -72,3 +72,16 @@ def test_end_reason_table() -> None:
     assert end_reason("NOANSWER", 18) == "нет ответа (NOANSWER)"  # 408 agrees with NOANSWER
     assert end_reason("BUSY", 3) == "нет маршрута до абонента (cause 3, Dial: BUSY)"
     assert end_reason("", 999) == "причина 999 (cause 999)"
+
+
+async def test_the_trunks_cause_counts_even_when_its_hangup_comes_after_the_calls() -> None:
+    """Under load the call's own Hangup can come before the trunk leg's: still cause 1."""
+    follower = CallFollower(LINKED, load(None), [].append)
+    msgs = events("NOANSWER", "1", "20")
+    trunk_hangup = msgs.pop(5)
+    for msg in msgs:  # the call's channels hang up first
+        follower.on_event(msg)
+    assert not follower.done.is_set()  # it waits a moment for the trunk's cause
+    follower.on_event(trunk_hangup)
+    assert follower.done.is_set()
+    assert follower.outcome.reason == "номер не существует (cause 1, Dial: NOANSWER)"

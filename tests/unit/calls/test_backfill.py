@@ -1,0 +1,77 @@
+"""The CDR backfill on lines cdr_csv wrote for real lab calls (tests/transcripts/NAME.cdr.csv, from
+the same calls as NAME.ami): a call nobody saw live is reported as the tracker would have."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.calls.backfill import Backfill, CdrCall, group
+from bridge.calls.records import CallRecord
+from bridge.calls.settings import TrackerSettings
+from bridge.pbx.cdr import CsvCdr
+from tests.transcripts import DIR, NAMES, replay
+
+SAME = ("event", "pbx_call_id", "call_start", "caller_id", "called_did", "destination", "disposition")
+
+
+def cdr_calls(name: str) -> list[CdrCall]:
+    return group(CsvCdr(DIR / f"{name}.cdr.csv").read(0.0))
+
+
+def backfilled(name: str) -> list[CallRecord]:
+    (call,) = cdr_calls(name)
+    live = replay(name)
+    recorded = any(r.fields.get("is_recorded") == "1" for r in live)
+    return Backfill(TrackerSettings()).records(call, recorded)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_backfilled_call_is_the_call_the_tracker_reported_live(name: str) -> None:
+    live, back = replay(name), backfilled(name)
+    assert [r.fields["event"] for r in back] == [r.fields["event"] for r in live]
+    for got, want in zip(back, live, strict=True):
+        assert {k: got.fields[k] for k in SAME if k in want.fields} == {
+            k: want.fields[k] for k in SAME if k in want.fields
+        }
+        assert got.reconstructed and got.meta["source"] == "cdr"
+        assert got.meta["direction"] == want.meta["direction"]
+    ends = [(b, w) for b, w in zip(back, live, strict=True) if w.fields["event"].endswith("END")]
+    for got, want in ends:
+        assert got.fields["is_recorded"] == want.fields["is_recorded"]
+        assert got.fields["call_id_with_rec"] == want.fields["call_id_with_rec"]
+        assert abs(int(got.fields["duration"]) - int(want.fields["duration"])) <= 1
+        if not name.startswith("inbound_local_group"):  # which phone rang first is a race there
+            assert got.fields["internal"] == want.fields["internal"]
+    assert {r.fields.get("internal") for r in back} == {r.fields.get("internal") for r in live}
+
+
+def test_lines_of_a_local_ring_group_make_one_call() -> None:
+    (call,) = cdr_calls("inbound_local_group_timeout")
+    assert len(call.rows) == 4
+    assert call.root.channel.startswith("PJSIP/novofon-") and call.linkedid == call.root.uniqueid
+
+
+def test_lines_of_many_calls_group_per_call() -> None:
+    lines = b"".join((DIR / f"{n}.cdr.csv").read_bytes() for n in NAMES)
+    calls = group(CsvCdr(Path("Master.csv"))._parse(lines))
+    assert len(calls) == len(NAMES)
+    assert [c.start for c in calls] == sorted(c.start for c in calls)
+
+
+def test_internal_only_calls_are_not_backfilled() -> None:
+    (call,) = cdr_calls("inbound_answered")
+    row = call.root
+    internal = CdrCall((type(row)(**{**row.__dict__, "channel": "PJSIP/102-00000099"}),))
+    assert Backfill(TrackerSettings()).records(internal, recorded=False) == []
+
+
+def test_facts_of_a_call_the_tracker_knew() -> None:
+    """A ring group answered by 101 while nobody listened: who rang, who answered, when it ended."""
+    (call,) = cdr_calls("inbound_ring_group")
+    f = Backfill(TrackerSettings()).facts(call)
+    assert (f.rung, f.answered_by, f.source) == (("101", "102"), "101", "cdr")
+    assert f.ended_at is not None and f.answered_at is not None and f.ended_at - f.answered_at == 2
+    missed = Backfill(TrackerSettings()).facts(cdr_calls("inbound_queue_timeout")[0])
+    assert (missed.answered_at, missed.disposition, missed.rung) == (None, "no answer", ("103",))
