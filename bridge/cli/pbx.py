@@ -64,7 +64,8 @@ def ami_failed(cfg: Config, e: AmiError) -> int:
 
 async def report_ari(cfg: Config) -> int:
     """``status``: ARI login, and is the running daemon's Stasis application registered?
-    0 yes (or ARI not used), 1 not registered, 3 no ARI."""
+    0 logged in (or ARI not used), 3 no ARI. An application not registered is said, not failed:
+    ``status`` also reads a stopped daemon's database (as AGI's counters, the last outage)."""
     a = cfg.asterisk.ari
     if not a.configured:
         why = "asterisk.ari.enabled: false" if not a.enabled else "пароль не задан (asterisk.ari.password)"
@@ -79,8 +80,8 @@ async def report_ari(cfg: Config) -> int:
             await client.application(a.app)
         except AriNotFound:
             why = "демон не запущен или не подключён к ARI (journalctl -u novofon-bridge: ari.unavailable)"
-            print(f"ARI: приложение {a.app} не зарегистрировано — {why}", file=sys.stderr)
-            return 1
+            print(f"ARI: приложение {a.app} не зарегистрировано — {why}")
+            return 0
         print(f"ARI: приложение {a.app} зарегистрировано (демон подключён), звонки идут через ARI")
         return 0
     except AriError as e:
@@ -93,7 +94,8 @@ async def report_ari(cfg: Config) -> int:
 async def status(actions: PbxActions) -> int:
     cfg, st = actions.cfg, await actions.status()
     print(f"AMI: подключено к {cfg.asterisk.ami.host}:{cfg.asterisk.ami.port} ({st.banner})")
-    ok = await report_ari(cfg) == 0
+    ari = await report_ari(cfg)  # 3: ARI cannot be used (as AMI that cannot be: exit 3)
+    ok = True
     if not st.registrations:
         print("Транк: исходящих регистраций нет (проверьте type=registration в pjsip.conf)")
         ok = False
@@ -107,7 +109,7 @@ async def status(actions: PbxActions) -> int:
     for linkedid, channels in st.calls.items():
         print(f"  {linkedid}: " + "; ".join(channels))
     await agi.show_status(cfg)
-    return 0 if ok else 1
+    return ari or (0 if ok else 1)
 
 
 async def open_actions(cfg: Config) -> Actions:

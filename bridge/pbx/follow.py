@@ -221,11 +221,11 @@ def describe(result: CallResult, employee: str = "") -> str:
     if result.leg == "employee":
         text = EMPLOYEE_RU.get(result.end, EMPLOYEE_RU[LegEnd.FAILED]).format(ext=employee)
         return f"{text} ({cause})" if cause else text
-    # As the AMI path says it (cause_text): the network's cause first, then what Dial() said.
-    detail = ", ".join(d for d in (cause, f"Dial: {result.dialstatus}" if result.dialstatus else "") if d)
-    text = CLIENT_RU.get(result.end, CLIENT_RU[LegEnd.FAILED])
-    text = f"клиент: {text}" if employee else text
-    return f"{text} ({detail})" if detail else text
+    if result.dialstatus or result.cause:  # as the AMI path says it: Dial()'s status, or the cause
+        text = end_reason(result.dialstatus, result.cause)  # when it says more or disagrees
+    else:
+        text = CLIENT_RU.get(result.end, CLIENT_RU[LegEnd.FAILED])
+    return f"клиент: {text}" if employee else text
 
 
 @dataclass
