@@ -87,6 +87,8 @@ class App:
         sup = self.supervisor
         sup.add("dispatcher", self.dispatcher.run)
         sup.add("ami", self.ami.run)
+        if c.ari is not None:
+            sup.add("ari", c.ari.run)
         sup.add("jobs", self.jobs.run)
         sup.add("sweeper", self.pipeline.sweeper)
         sup.add("housekeeping", self._housekeeping)
@@ -123,6 +125,7 @@ class App:
                 # when the link was down, and the calls backfilled from the CDR since
                 **self.pipeline.link_status(self.ami.down_since),
             },
+            "ari": self._ari_status(),
             "trunk": self.pipeline.trunk_registrations,
             "calls": {"active": self.tracker.active_calls},
             "outbox": {
@@ -141,6 +144,14 @@ class App:
             },
             "healthy": self.supervisor.healthy,
         }
+
+    def _ari_status(self) -> dict[str, Any]:
+        c = self.components
+        if c.ari is None or c.stasis is None:
+            a = self.cfg.asterisk.ari
+            why = "asterisk.ari.enabled: false" if not a.enabled else "asterisk.ari.password is empty"
+            return {"enabled": False, "calls_over": "ami", "reason": why}
+        return {"enabled": True, "calls_over": "ari", **c.ari.status(), "calls": c.stasis.active}
 
     def safe_status(self) -> dict[str, Any]:
         """/status with every known secret value masked (errors can quote URLs with codes in them)."""
@@ -243,6 +254,9 @@ class App:
             await self.supervisor.stop()
             with contextlib.suppress(Exception):
                 await self.ami.stop()
+            if self.components.ari is not None:  # closes the WebSocket only: calls stay up
+                with contextlib.suppress(Exception):
+                    await self.components.ari.stop()
             for sink in self.dispatcher.sinks:
                 with contextlib.suppress(Exception):
                     await sink.close()

@@ -72,8 +72,25 @@ class CdrConfig:
 
 
 @dataclass(frozen=True)
+class AriConfig:
+    """ARI (ari.conf user, http.conf server): call control (call, callback, click-to-call, «Перезвонить»)."""
+
+    enabled: bool = True
+    url: str = "http://127.0.0.1:8088/ari"
+    username: str = "novofon-bridge"
+    password: str = dataclasses.field(default="", repr=False)
+    app: str = "novofon-bridge"
+
+    @property
+    def configured(self) -> bool:
+        """Calls go over ARI only when it is enabled and has a password; otherwise over AMI."""
+        return self.enabled and bool(self.password)
+
+
+@dataclass(frozen=True)
 class AsteriskConfig:
     ami: AmiConfig = field(default_factory=AmiConfig)
+    ari: AriConfig = field(default_factory=AriConfig)
     cdr: CdrConfig = field(default_factory=CdrConfig)
     trunk_endpoints: list[str] = field(default_factory=lambda: ["novofon"])
     internal_extensions: str = r"^[1-9][0-9]{1,3}$"
@@ -88,6 +105,7 @@ class PbxConfig:
     default_did: str = ""
     lines: dict[str, str] = field(default_factory=dict)
     max_call_age: float = 14400.0
+    employee_ring_timeout: float = 30.0  # call-backs: the employee's phone rings this long first
 
 
 @dataclass(frozen=True)
@@ -383,7 +401,12 @@ def _validate(cfg: Config) -> None:
             "asterisk.ami.reconnect_min_delay",
             tr("не может быть больше reconnect_max_delay", "must not exceed reconnect_max_delay"),
         )
+    _validate_ari(cfg)
     _validate_cdr(cfg)
+    if not 3 <= cfg.pbx.employee_ring_timeout <= 300:
+        raise ConfigError(
+            f, "pbx.employee_ring_timeout", tr("ожидается 3..300 секунд", "expected 3..300 seconds")
+        )
     if not is_ascii_digits(cfg.pbx.country_code):
         raise ConfigError(
             f,
@@ -455,6 +478,42 @@ def bind_address_problem(bind: str) -> str | None:
             f"{bind!r} is neither an IP address nor a host name (e.g. 127.0.0.1, 0.0.0.0 or ::)",
         )
     return None
+
+
+_ARI_APP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _validate_ari(cfg: Config) -> None:
+    ari, f = cfg.asterisk.ari, cfg.source
+    url = urlparse(ari.url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(
+            f,
+            "asterisk.ari.url",
+            tr(
+                f"ожидается http://ХОСТ:ПОРТ/ari, а указано {ari.url!r}",
+                f"expected http://HOST:PORT/ari, got {ari.url!r}",
+            ),
+        )
+    if url.username or url.password:
+        raise ConfigError(
+            f,
+            "asterisk.ari.url",
+            tr(
+                "не пишите пользователя и пароль в адресе: для них asterisk.ari.username/password",
+                "put no user or password in the URL: use asterisk.ari.username/password",
+            ),
+        )
+    if not _ARI_APP.fullmatch(ari.app):
+        raise ConfigError(
+            f,
+            "asterisk.ari.app",
+            tr(
+                f"ожидаются латинские буквы, цифры, '.', '_' или '-' (например novofon-bridge), "
+                f"а указано {ari.app!r}",
+                f"expected letters, digits, '.', '_' or '-' (e.g. novofon-bridge), got {ari.app!r}",
+            ),
+        )
 
 
 def _validate_agi(cfg: Config) -> None:

@@ -28,10 +28,13 @@ from bridge.outbox.store import OutboxStore
 from bridge.pbx.agi import AgiServer
 from bridge.pbx.ami import AmiSupervisor, Backoff
 from bridge.pbx.ami_events import WANTED
-from bridge.pbx.originate import Originator
+from bridge.pbx.ari import AriClient, AriSupervisor
+from bridge.pbx.originate import Originator, ari_settings, stasis_settings
 from bridge.pbx.pipeline import Pipeline, ami_settings
 from bridge.pbx.route_history import RouteHistory
 from bridge.pbx.routing import Router
+from bridge.pbx.stasis import EVENTS as STASIS_EVENTS
+from bridge.pbx.stasis import StasisApp
 from bridge.redact import Redactor
 
 INTEGRATIONS = {
@@ -78,6 +81,8 @@ class Components:
     jobs: Jobs
     pipeline: Pipeline
     ami: AmiSupervisor
+    ari: AriSupervisor | None  # None: ARI is off (or has no password): calls go over AMI
+    stasis: StasisApp | None
     calls: Originator
     dispatcher: Dispatcher
     router: Router
@@ -101,7 +106,8 @@ def build(cfg: Config, extra_sinks: Sequence[Sink] = ()) -> Components:
         events=WANTED,
         backoff=Backoff(min_delay=a.reconnect_min_delay, max_delay=a.reconnect_max_delay),
     )
-    calls = Originator(cfg, ami, pipeline.publish)
+    ari, stasis = build_ari(cfg)
+    calls = Originator(cfg, ami, pipeline.publish, ari, stasis)
     pipeline.ami_observers.append(calls.on_ami)
     pipeline.record_observers.append(calls.on_records)
     ctx = Context(cfg, state, http, directory, jobs, calls, pipeline.publish, pipeline.commit_inbound)
@@ -116,7 +122,22 @@ def build(cfg: Config, extra_sinks: Sequence[Sink] = ()) -> Components:
     pipeline.enrichers.extend(e for p in parts.values() for e in p.enrichers)
     router, agi = build_routing(cfg, store, directory, pipeline, parts)
     return Components(
-        cfg, store, state, http, directory, jobs, pipeline, ami, calls, dispatcher, router, agi, parts, routes
+        cfg,
+        store,
+        state,
+        http,
+        directory,
+        jobs,
+        pipeline,
+        ami,
+        ari,
+        stasis,
+        calls,
+        dispatcher,
+        router,
+        agi,
+        parts,
+        routes,
     )
 
 
@@ -135,3 +156,14 @@ def build_routing(
     pipeline.record_observers.append(router.on_records)
     a = cfg.agi
     return router, AgiServer(a.bind, a.port, router, a.route_timeout, cfg.pbx.country_code)
+
+
+def build_ari(cfg: Config) -> tuple[AriSupervisor | None, StasisApp | None]:
+    """Our Stasis application and the events WebSocket that feeds it (same backoff as AMI)."""
+    if not cfg.asterisk.ari.configured:
+        return None, None
+    a = cfg.asterisk.ami
+    client = AriClient(ari_settings(cfg))
+    stasis = StasisApp(client, stasis_settings(cfg, cfg.asterisk.ari.app))
+    backoff = Backoff(min_delay=a.reconnect_min_delay, max_delay=a.reconnect_max_delay)
+    return AriSupervisor(client, stasis.on_event, stasis.readopt, STASIS_EVENTS, backoff), stasis

@@ -41,6 +41,8 @@ def lab_env(lab: lab_mod.Lab, state: Path) -> dict[str, str]:
         "AMI_HOST": lab_mod.PBX_IP,
         "AMI_PORT": str(lab_mod.AMI_PORT),
         "AMI_SECRET": lab_mod.AMI_SECRET,
+        "ARI_URL": f"http://{lab_mod.PBX_IP}:{lab_mod.ARI_PORT}/ari",
+        "ARI_PASSWORD": lab_mod.ARI_PASSWORD,
         "NOVOFON_BRIDGE_STATE": str(state),
         "ASTERISK_RECORDINGS": str(lab.recordings_dir),
         "ASTERISK_CDR_CSV": str(lab.cdr_csv),

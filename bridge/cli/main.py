@@ -129,11 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=tr("проверить всё перед запуском (preflight)", "check everything before the start (preflight)"),
         description=tr(
             "Проверяет настройки, папки, HTTP-порт, вход и права в AMI, фильтр событий, регистрацию "
-            "транка, Telegram и Bitrix24; для каждой проблемы — что исправить. Код выхода: 0 — всё в "
-            "порядке, 1 — есть предупреждения, 2 — есть ошибки.",
+            "транка, ARI и AGI, Telegram и Bitrix24 — и говорит, что исправить. Код выхода: "
+            "0 — всё в порядке, 1 — есть предупреждения, 2 — есть ошибки.",
             "Checks the config, folders, the HTTP port, AMI login and permissions, the event filter, the "
-            "trunk's registration, Telegram and Bitrix24; each problem with its fix. Exit code: 0 all "
-            "good, 1 warnings, 2 errors.",
+            "trunk's registration, ARI login, AGI, Telegram and Bitrix24; each problem with its fix. "
+            "Exit code: 0 all good, 1 warnings, 2 errors.",
         ),
         parents=[common],
     )
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="N",
-        help=tr("сдаться через N секунд", "give up after N seconds"),
+        help=tr("сдаться, если никто не ответил за N секунд", "give up if nobody answers within N seconds"),
     )
     cb = sub.add_parser(
         "callback",
@@ -204,13 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="N",
-        help=tr("сдаться через N секунд", "give up after N seconds"),
+        help=tr(
+            "сдаться, если никто не ответил за N секунд (разговор не ограничен)",
+            "give up if nobody answers within N s (no talk limit)",
+        ),
     )
     sub.add_parser(
         "status",
         help=tr(
-            "подключение к AMI, регистрация транка, текущие звонки",
-            "AMI connection, trunk registration, active calls",
+            "подключение к AMI и ARI, регистрация транка, текущие звонки",
+            "AMI and ARI connections, trunk registration, active calls",
         ),
         parents=[common],
     )

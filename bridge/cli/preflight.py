@@ -18,6 +18,7 @@ from bridge.http import preflight as http_preflight
 from bridge.i18n import tr
 from bridge.integrations.bitrix24 import preflight as bitrix24_preflight
 from bridge.integrations.telegram import preflight as telegram_preflight
+from bridge.pbx import ari_preflight
 from bridge.pbx import preflight as pbx_preflight
 from bridge.preflight import Check, Context, Provider, Result, Severity, exit_code, render, summary
 from bridge.preflight import run as run_checks
@@ -47,7 +48,7 @@ PROVIDERS: tuple[Provider, ...] = (
     core,  # the config file, the storage folder
     http_preflight.checks,  # HTTP: the bind address, the port free (or held by the running daemon)
     pbx_preflight.checks,  # recordings readable; manager.conf (privileges, event filter); AMI; the trunk
-    # ARI (asterisk.ari.*): login + the Stasis application registered — the ARI part's provider goes here.
+    ari_preflight.checks,  # ARI: login; the daemon's Stasis application registered (or not yet)
     agi.checks,  # AGI: the FastAGI port free (or held by the running daemon); res_agi, func_module loaded
     pbx.cdr_checks,  # CDR (asterisk.cdr.*): the source the backfill reads is readable
     telegram_preflight.checks,  # getMe, each configured chat reachable

@@ -17,6 +17,14 @@ from tests.lab import lab as L
 
 pytestmark = pytest.mark.lab
 
+#: Calls go over ARI when asterisk.ari has a password (the lab's env gives it), over AMI without.
+VIA = pytest.mark.parametrize("via", ["ari", "ami"])
+
+
+def env_via(lab: L.Lab, state: Path, via: str) -> dict[str, str]:
+    env = lab_env(lab, state)
+    return env if via == "ari" else {**env, "ARI_PASSWORD": ""}
+
 
 async def cli(lab: L.Lab, state: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
@@ -35,9 +43,12 @@ async def cli(lab: L.Lab, state: Path, *args: str, env: dict[str, str] | None = 
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_call_through_the_trunk(daemon: tuple[App, MemorySink], lab: L.Lab, tmp_path: Path) -> None:
+@VIA
+async def test_call_through_the_trunk(
+    daemon: tuple[App, MemorySink], lab: L.Lab, tmp_path: Path, via: str
+) -> None:
     _, sink = daemon
-    code, out, err = await cli(lab, tmp_path, "call", L.NUM_TEST)
+    code, out, err = await cli(lab, tmp_path, "call", L.NUM_TEST, env=env_via(lab, tmp_path, via))
     assert code == 0, out + err
     lines = out.splitlines()
     assert lines[0].startswith("тестовый звонок на +7 999 123-45-67")
@@ -55,19 +66,21 @@ async def test_call_through_the_trunk(daemon: tuple[App, MemorySink], lab: L.Lab
     assert records[0].fields["internal"] == ""  # placed by the PBX itself, not from a phone
 
 
+@VIA
 async def test_call_to_a_busy_number_fails_with_reason(
-    daemon: tuple[App, MemorySink], lab: L.Lab, tmp_path: Path
+    daemon: tuple[App, MemorySink], lab: L.Lab, tmp_path: Path, via: str
 ) -> None:
     _, sink = daemon
-    code, _, err = await cli(lab, tmp_path, "call", L.NUM_BUSY)
+    code, _, err = await cli(lab, tmp_path, "call", L.NUM_BUSY, env=env_via(lab, tmp_path, via))
     assert code == 1
-    assert "звонок не удался: занято (BUSY)" in err
+    assert "звонок не удался: занято (BUSY" in err
     records = await sink.wait_events("NOTIFY_OUT_END")
     assert records[-1].fields["disposition"] == "busy"
 
 
+@VIA
 async def test_callback_rings_employee_then_client(
-    daemon: tuple[App, MemorySink], lab: L.Lab, tmp_path: Path
+    daemon: tuple[App, MemorySink], lab: L.Lab, tmp_path: Path, via: str
 ) -> None:
     _, sink = daemon
     seen_by_network: list[str] = []  # the caller number the "phone network" (provider) received
@@ -81,7 +94,10 @@ async def test_callback_rings_employee_then_client(
     )
     # Handset 102 answers after 2 s and hangs up 3 s later.
     code, out, err = await cli(
-        lab, tmp_path, "callback", "--employee", "102", "--client", "8 900 111-00-01", "--from", L.DID_GROUP
+        lab,
+        tmp_path,
+        *("callback", "--employee", "102", "--client", "8 900 111-00-01", "--from", L.DID_GROUP),
+        env=env_via(lab, tmp_path, via),
     )
     assert code == 0, out + err
     assert "звонит телефон сотрудника" in out
@@ -100,16 +116,21 @@ async def test_callback_rings_employee_then_client(
     assert seen_by_network == [L.DID_GROUP]  # --from: the client sees our number
 
 
-async def test_callback_employee_does_not_answer(lab: L.Lab, tmp_path: Path) -> None:
-    code, _, err = await cli(lab, tmp_path, "callback", "--employee", "104", "--client", L.NUM_ANSWER)
+@VIA
+async def test_callback_employee_busy(lab: L.Lab, tmp_path: Path, via: str) -> None:
+    env = env_via(lab, tmp_path, via)
+    code, _, err = await cli(
+        lab, tmp_path, "callback", "--employee", "104", "--client", L.NUM_ANSWER, env=env
+    )
     assert code == 1
-    assert "сотрудник 104 не ответил" in err
+    assert "звонок не удался: сотрудник 104 занят (cause 17)" in err
 
 
-async def test_status_shows_trunk_and_ami(lab: L.Lab, tmp_path: Path) -> None:
+async def test_status_shows_trunk_and_ami(daemon: tuple[App, MemorySink], lab: L.Lab, tmp_path: Path) -> None:
     code, out, err = await cli(lab, tmp_path, "status")
     assert code == 0, out + err
     assert f"AMI: подключено к {L.PBX_IP}:5038" in out
+    assert "ARI: приложение novofon-bridge зарегистрировано (демон подключён)" in out
     assert "Транк novofon-reg: зарегистрирован" in out
     assert "Активных звонков: 0" in out
 

@@ -39,6 +39,8 @@ PBX_IP, PROVIDER_IP, PHONES_IP = (f"127.0.{SLOT}.{n}" for n in (11, 12, 13))
 AMI_PORT = 5038
 AMI_USER = "novofon-bridge"
 AMI_SECRET = "lab-ami-secret"
+ARI_PORT = 8088  # http.conf's port, on the lab PBX's own address
+ARI_PASSWORD = "lab-ari-password"
 TRUNK_LOGIN = "712345"
 TRUNK_PASSWORD = "lab-trunk-password"
 EXTENSIONS = ("101", "102", "103", "104")
@@ -149,6 +151,7 @@ MODULES = [
     "res_http_websocket.so",
     "res_websocket_client.so",
     "res_stasis.so",
+    "app_stasis.so",  # Stasis(): how an ARI originate puts the channel into our application
     "res_stasis_answer.so",
     "res_stasis_playback.so",
     "res_stasis_recording.so",
@@ -450,7 +453,7 @@ write = all
         for name, text in office_config().items():
             self._write(PBX, name, text)
         self.pristine = {name: self.host_path(PBX, "etc", name).read_bytes() for name in self.ADMIN_FILES}
-        self.env_file.write_text(f"AMI_SECRET={AMI_SECRET}\nARI_PASSWORD=lab\n")
+        self.env_file.write_text(f"AMI_SECRET={AMI_SECRET}\nARI_PASSWORD={ARI_PASSWORD}\n")
         self.install_bridge()
 
     def bridge_cli(self, *args: str) -> str:

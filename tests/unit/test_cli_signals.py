@@ -39,6 +39,7 @@ def write_config(tmp_path: Path, ami_port: int) -> Path:
         f"asterisk:\n  ami:\n    port: {ami_port}\n    secret: x\n    connect_timeout: 30\n"
         f"    reconnect_max_delay: 1\nstorage:\n  dir: {tmp_path}\nhttp:\n  port: 0\n"
         "sinks:\n  console:\n    enabled: false\n"
+        "agi:\n  port: 0\n"  # any free port: never another daemon's 4573 on a shared machine
     )
     return path
 

@@ -26,6 +26,15 @@ def test_shipped_config_loads_with_defaults_and_env() -> None:
     assert cfg.asterisk.trunk_endpoints == ["novofon"]
     assert cfg.jsonl_path == Path("/var/lib/novofon-bridge/records.jsonl")
     assert "top-secret" not in repr(cfg)  # the secret is kept out of reprs and logs
+    ari = cfg.asterisk.ari  # enabled in the template, but without ARI_PASSWORD calls go over AMI
+    assert (ari.enabled, ari.url, ari.app, ari.configured) == (
+        True,
+        "http://127.0.0.1:8088/ari",
+        "novofon-bridge",
+        False,
+    )
+    with_ari = config.load(REPO / "config.yaml", env={**ENV, "ARI_PASSWORD": "ari-secret"})
+    assert with_ari.asterisk.ari.configured and "ari-secret" not in repr(with_ari)
     a = cfg.agi
     assert (a.enabled, a.bind, a.port, a.budget_ms, a.sticky_days, a.route_timeout) == (
         True,
@@ -72,6 +81,18 @@ def test_env_default_and_override(tmp_path: Path) -> None:
         ("asterisk: [1, 2]\n", "asterisk", "ожидается раздел"),
         ("telegram:\n  token: x\n", "telegram", "неизвестный ключ"),
         ("asterisk:\n  trunk_endpoints: []\n", "asterisk.trunk_endpoints", "хотя бы одно"),
+        (
+            "asterisk:\n  ari:\n    url: 127.0.0.1:8088\n",
+            "asterisk.ari.url",
+            "ожидается http://ХОСТ:ПОРТ/ari",
+        ),
+        (
+            "asterisk:\n  ari:\n    url: http://u:p@127.0.0.1:8088/ari\n",
+            "asterisk.ari.url",
+            "не пишите пользователя и пароль в адресе",
+        ),
+        ("asterisk:\n  ari:\n    app: 'a b'\n", "asterisk.ari.app", "латинские буквы, цифры"),
+        ("pbx:\n  employee_ring_timeout: 1\n", "pbx.employee_ring_timeout", "ожидается 3..300 секунд"),
         ("agi:\n  port: 70000\n", "agi.port", "ожидается TCP-порт"),
         ("agi:\n  budget_ms: 0\n", "agi.budget_ms", "ожидается 1..5000 миллисекунд"),
         ("agi:\n  sticky_days: -1\n", "agi.sticky_days", "ожидается число дней >= 0"),

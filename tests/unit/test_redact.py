@@ -40,6 +40,7 @@ CODE = "k7x9q2w4e6r8t0y1"  # the webhook's secret code
 WEBHOOK = f"https://b24-portal.example/rest/1/{CODE}/"
 SECRETS = {
     "AMI_SECRET": "ami-secret-value-1",
+    "ARI_PASSWORD": "ari-password-value-1",
     "TELEGRAM_BOT_TOKEN": "123456789:AAEsecretTokenForTests_abcdefghijk",
     "TELEGRAM_WEBHOOK_SECRET": "tg-webhook-secret-value",
     "BITRIX24_WEBHOOK_URL": WEBHOOK,
@@ -54,6 +55,7 @@ SECRETS = {
 FULL = """
 asterisk:
   ami: {secret: "${AMI_SECRET}"}
+  ari: {password: "${ARI_PASSWORD}"}
 sinks:
   telegram:
     enabled: true

@@ -50,6 +50,9 @@ class ClickToCall:
         if not phone.isdigit() or not 3 <= len(phone) <= 16:
             raise BadRequest(400, "bad-field", "data[PHONE_NUMBER] is not a phone number")
         job = {"call_id": call_id, "user_id": user_id, "phone": phone}
+        line = normalise(data.get("LINE_NUMBER", ""), self.country_code)
+        if line.isdigit() and 5 <= len(line) <= 15:  # the line the employee called from: our DID
+            job["did"] = line
         added = self.jobs.add(JOB, job, once=f"b24-click:{call_id}", window=REPEAT_WINDOW)
         return "queued" if added else "repeat"
 
@@ -60,7 +63,7 @@ class ClickToCall:
             raise PermanentFailure(f"no extension for Bitrix24 user {job['user_id']} in the directory")
         chan = self.calls.new_channel_id("b24")
         seed_call(self.state, f"out_{chan}", str(job["call_id"]))
-        await self.calls.ring(employee.extension, str(job["phone"]), chan)
+        await self.calls.ring(employee.extension, str(job["phone"]), chan, did=str(job.get("did") or ""))
         log.info(
             "click_to_call.originated",
             extension=employee.extension,

@@ -9,7 +9,7 @@ earlier one is dead, so a replay after ``outbox retry`` goes register -> finish 
             card pops up one round trip after the first ring); each later INTERNAL: show it to
             that employee; ANSWER: hide it from those who did not answer; END: finish;
   outbound  OUT_START: register (TYPE 1, LINE_NUMBER = our outbound number, card shown to the
-            caller); OUT_END: finish (cancelled: 603-S);
+            caller); OUT_END: finish (cancelled: 603-S; a call-back the employee declined: 603);
   RECORD    attachRecord (FILENAME + FILE_CONTENT) after finish.
 
 What Bitrix24 refuses is never sent: a hidden caller ("anonymous", empty — "Unsupported phone
@@ -67,6 +67,9 @@ OUTBOUND_STATUS = {
     "failed": "503",
     "unallocated number": "404",
 }
+# A call-back whose employee declined it (the Originator's OUT_END, meta leg_end): "declined",
+# not "cancelled" — the records' disposition ("cancel") cannot tell the two apart.
+EMPLOYEE_DECLINED = "603"
 
 
 class Bitrix24Sink:
@@ -238,6 +241,8 @@ class Bitrix24Sink:
         f = r.fields
         table = INBOUND_STATUS if r.event is Event.END else OUTBOUND_STATUS
         status = table.get(f["disposition"], "304" if r.event is Event.END else "OTHER")
+        if r.meta.get("callback_leg") == "employee" and r.meta.get("leg_end") == "rejected":
+            status = EMPLOYEE_DECLINED
         duration = f["duration"]
         if status == "200" and duration in ("", "0"):
             duration = "1"  # an answered call reported with 0 s is shown as failed

@@ -21,7 +21,13 @@ from bridge.directory import LINK_CODE_MISSES, Directory
 from bridge.errors import PermanentFailure, RetryLater
 from bridge.integrations.telegram.api import MAX_TEXT, TelegramApi
 from bridge.integrations.telegram.sink import CALLBACK_PREFIX
-from bridge.integrations.telegram.state import CallbackOrigin, caller_of, save_callback
+from bridge.integrations.telegram.state import (
+    CallbackOrigin,
+    callback_details_of,
+    caller_of,
+    load_callback,
+    save_callback,
+)
 from bridge.outbox.jobs import Jobs
 from bridge.outbox.state import StateStore
 from bridge.pbx.originate import Originator
@@ -81,6 +87,9 @@ class TelegramBot:
         )
 
     async def _send_job(self, job: dict[str, Any]) -> None:
+        call = job.get("unless_ended")  # "calling back…" must not overwrite how the call-back ended
+        if call and (origin := load_callback(self.state, str(call))) is not None and origin.done:
+            return
         await self.api.request(job["method"], job["payload"], chat=job.get("chat"))
 
     # -- updates -------------------------------------------------------------------------------
@@ -141,6 +150,7 @@ class TelegramBot:
                 {
                     "extension": employee.extension,
                     "client": client,
+                    **callback_details_of(self.state, data.removeprefix(CALLBACK_PREFIX)),
                     "pbx_call_id": data.removeprefix(CALLBACK_PREFIX),
                     "chat_id": str((message.get("chat") or {}).get("id", "")),
                     "message_id": message.get("message_id"),
@@ -167,7 +177,13 @@ class TelegramBot:
         # missed call the button was pressed on.
         save_callback(self.state, f"out_{chan}", origin)
         try:
-            await self._calls.ring(job["extension"], job["client"], chan)
+            await self._calls.ring(
+                job["extension"],
+                job["client"],
+                chan,
+                did=str(job.get("did") or ""),
+                name=str(job.get("name") or ""),
+            )
             line = LINE_CALLING.format(ext=job["extension"])
         except PermanentFailure as e:
             line = LINE_FAILED.format(reason=html.escape(str(e)))
@@ -177,6 +193,7 @@ class TelegramBot:
                 {
                     "method": "editMessageText",
                     "chat": origin.chat_id,
+                    "unless_ended": f"out_{chan}",
                     "payload": {
                         "chat_id": origin.chat_id,
                         "message_id": origin.message_id,

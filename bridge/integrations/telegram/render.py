@@ -11,6 +11,7 @@ from bridge.integrations.telegram.api import MAX_TEXT
 from bridge.integrations.telegram.settings import TelegramTemplates
 
 LINE_RESULT = "↩️ Перезвонили ({ext}): {disposition}, разговор {duration}"
+LINE_NOT_CALLED = "↩️ Не удалось перезвонить: {reason}"  # the employee's phone never reached the client
 
 DISPOSITIONS_RU = {
     "answered": "отвечен",

@@ -24,7 +24,14 @@ from bridge.directory import Directory
 from bridge.errors import PermanentFailure, RetryLater
 from bridge.integrations.telegram import audio
 from bridge.integrations.telegram.api import MAX_TEXT, TelegramApi, TelegramError
-from bridge.integrations.telegram.render import DISPOSITIONS_RU, LINE_RESULT, fmt_duration, fold, render
+from bridge.integrations.telegram.render import (
+    DISPOSITIONS_RU,
+    LINE_NOT_CALLED,
+    LINE_RESULT,
+    fmt_duration,
+    fold,
+    render,
+)
 from bridge.integrations.telegram.settings import TelegramSettings
 from bridge.integrations.telegram.state import (
     TelegramCall,
@@ -37,6 +44,7 @@ from bridge.integrations.telegram.state import (
 )
 from bridge.outbox.state import StateStore
 from bridge.outbox.store import Delivery
+from bridge.pbx.follow import EMPLOYEE_RU, LegEnd
 
 log = structlog.get_logger("bridge.telegram")
 
@@ -128,6 +136,10 @@ class TelegramSink:
             disposition=DISPOSITIONS_RU.get(f["disposition"], f["disposition"]),
             duration=fmt_duration(f["duration"]),
         )
+        if r.meta.get("callback_leg") == "employee":  # the client was never dialled: say why
+            texts = {end.value: text for end, text in EMPLOYEE_RU.items()}
+            leg = texts.get(r.meta.get("leg_end", ""), EMPLOYEE_RU[LegEnd.FAILED])
+            line = LINE_NOT_CALLED.format(reason=html.escape(leg.format(ext=origin.extension)))
         text = html.escape(origin.text, quote=False)
         try:
             await self.api.call(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bridge.calls.numbers import is_ascii_digits
 from bridge.outbox.state import Retention, StateStore
 
 SINK = "telegram"
@@ -34,6 +35,14 @@ def save_call(state: StateStore, pbx_call_id: str, call: TelegramCall) -> None:
 def caller_of(state: StateStore, pbx_call_id: str) -> str:
     """The client's number of a call the sink has shown ("" when unknown)."""
     return str(load_call(state, pbx_call_id).view.get("caller", ""))
+
+
+def callback_details_of(state: StateStore, pbx_call_id: str) -> dict[str, str]:
+    """For calling the client back: their name (when known) and the number they called (our
+    DID, shown to them as the caller of the call-back)."""
+    view = load_call(state, pbx_call_id).view
+    did = str(view.get("did") or "")
+    return {"name": str(view.get("caller_name") or ""), "did": did if is_ascii_digits(did) else ""}
 
 
 @dataclass

@@ -173,10 +173,15 @@ async def test_health_and_status_say_ami_is_down(tmp_path: Path) -> None:
         assert "cannot connect to AMI at 127.0.0.1:1" in st["ami"]["last_error"]
         assert sum(st["outbox"]["by_sink"]["jsonl"].values()) == 1  # the notification, pending or sent
         assert set(st) == {
-            *("ami", "trunk", "calls", "outbox", "directory"),
+            *("ami", "ari", "trunk", "calls", "outbox", "directory"),
             *("jobs", "agi", "tasks", "healthy", "integrations", "http", "storage"),
         }
         assert st["http"]["open"] >= 1 and st["http"]["refused"] == 0
+        assert st["ari"] == {
+            "enabled": False,
+            "calls_over": "ami",
+            "reason": "asterisk.ari.password is empty",
+        }
         assert st["tasks"]["ami"]["state"] == "running" and st["healthy"] is True
 
 

@@ -149,6 +149,7 @@ async def test_short_of_file_descriptors_connections_are_refused_nothing_dies(tm
         "sinks: {console: {enabled: false}}\n"
         "logging: {format: json}\n"
         "http: {port: 0, max_connections: 1000, header_timeout: 300}\n"
+        "agi: {port: 0}\n"  # any free port: never another daemon's 4573 on a shared machine
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     proc = await asyncio.create_subprocess_exec(

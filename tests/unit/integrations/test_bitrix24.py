@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.calls.records import CallRecord
+from bridge.calls.records import CallRecord, Event, make
 from bridge.cli.main import main
 from bridge.directory import Directory, Employee
 from bridge.errors import PermanentFailure, RetryLater, SettingsError
@@ -22,11 +22,12 @@ from bridge.integrations.bitrix24.checks import problems
 from bridge.integrations.bitrix24.client import AppNotInstalled, BitrixClient
 from bridge.integrations.bitrix24.settings import Bitrix24Settings, BitrixApp
 from bridge.integrations.bitrix24.sink import HIDDEN_CALLER, Bitrix24Sink
+from bridge.integrations.bitrix24.state import seed_call
 from bridge.outbox.dispatcher import Dispatcher, RetryPolicy
 from bridge.outbox.sink import Sink
 from bridge.outbox.state import StateStore
 from bridge.outbox.store import OutboxStore, State
-from tests.fakes.bitrix import CLIENT_ID, CLIENT_SECRET, FakeBitrix, portal_user
+from tests.fakes.bitrix import CLIENT_ID, CLIENT_SECRET, ExternalCall, FakeBitrix, portal_user
 from tests.fakes.bitrix_batch import php_parse
 from tests.helpers import bitrix_sink, delivery, until
 from tests.transcripts import replay
@@ -213,6 +214,38 @@ async def test_outbound_cancel_zero_seconds_and_the_line(
         "1",
     )
     assert cancelled.params["LINE_NUMBER"] == answered.params["LINE_NUMBER"] == "74950000100"
+
+
+@pytest.mark.parametrize(("leg_end", "status"), [("rejected", "603"), ("hung_up", "603-S"), ("busy", "486")])
+async def test_click_to_call_the_employee_declined_is_603_not_cancelled(
+    store: OutboxStore, http: Http, directory: Directory, bx: FakeBitrix, leg_end: str, status: str
+) -> None:
+    """The employee's own leg closes the card (the client was never dialled): "declined" when they
+    rejected it, though the records' disposition says "cancel" as for a call they hung up."""
+    settings, state = webhook(bx), StateStore(store.db)
+    seed_call(state, "out_b24-1", "externalCall.1")
+    bx.calls["externalCall.1"] = ExternalCall("externalCall.1", {"TYPE": "1"})
+    disposition = "busy" if leg_end == "busy" else "cancel"
+    end = make(
+        Event.OUT_END,
+        {
+            "call_start": "2026-11-29 10:00:00",
+            "pbx_call_id": "out_b24-1",
+            "caller_id": "101",
+            "destination": "79001110001",
+            "internal": "101",
+            "duration": "0",
+            "disposition": disposition,
+            "status_code": "21",
+            "is_recorded": "0",
+            "call_id_with_rec": "",
+        },
+        {"direction": "out", "callback_leg": "employee", "leg_end": leg_end},
+    )
+    sink = Bitrix24Sink(settings, BitrixClient(settings, http, state), state, directory, "Europe/Moscow")
+    await deliver(store, sink, [end])
+    finish = bx.calls["externalCall.1"].finish
+    assert finish is not None and (finish["STATUS_CODE"], finish["USER_ID"]) == (status, "11")
 
 
 # -- scopes ------------------------------------------------------------------------------------

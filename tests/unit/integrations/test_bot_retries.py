@@ -12,7 +12,7 @@ from bridge.http.client import Http
 from bridge.integrations.telegram.api import TelegramApi
 from bridge.integrations.telegram.bot import TEXT_BAD_CODE, TEXT_LINKED, TelegramBot
 from bridge.integrations.telegram.settings import TelegramSettings
-from bridge.integrations.telegram.state import TelegramCall, save_call
+from bridge.integrations.telegram.state import TelegramCall, callback_details_of, save_call
 from bridge.outbox.jobs import Jobs
 from bridge.outbox.state import StateStore
 from bridge.outbox.store import OutboxStore
@@ -25,13 +25,15 @@ class RecordingCalls:
 
     def __init__(self) -> None:
         self.rung: list[tuple[str, str, str]] = []
+        self.shown: list[tuple[str, str]] = []  # (did, name): the client sees our DID, the employee the name
 
     @staticmethod
     def new_channel_id(prefix: str) -> str:
         return f"{prefix}-0000000000000001"
 
-    async def ring(self, extension: str, phone: str, chan: str) -> None:
+    async def ring(self, extension: str, phone: str, chan: str, did: str = "", name: str = "") -> None:
         self.rung.append((extension, phone, chan))
+        self.shown.append((did, name))
 
 
 @pytest.fixture
@@ -70,7 +72,8 @@ async def test_press_rings_once_when_answer_callback_query_fails(
     world: tuple[TelegramBot, FakeTelegram, RecordingCalls, Jobs],
 ) -> None:
     bot, tg, calls, jobs = world
-    save_call(bot.state, "in_1", TelegramCall(view={"caller": "79001112233", "direction": "in"}))
+    view = {"caller": "79001112233", "caller_name": "Ольга", "did": "74950000101", "direction": "in"}
+    save_call(bot.state, "in_1", TelegramCall(view=view))
     tg.chats["-100"] = {5: "Пропущенный звонок"}  # the missed-call message the button is under
     tg.fail_method(
         "answerCallbackQuery", Fault(502, {"ok": False, "error_code": 502, "description": "Bad Gateway"})
@@ -91,6 +94,7 @@ async def test_press_rings_once_when_answer_callback_query_fails(
     await bot.handle(update)
     await drain(jobs)
     assert calls.rung == [("101", "79001112233", "tg-0000000000000001")]
+    assert calls.shown == [("74950000101", "Ольга")]  # called back from the number the client called
     assert jobs.counts() == {}
     assert tg.texts("-100") == ["Пропущенный звонок\n↩️ Перезванивает сотрудник 101"]
 
@@ -111,3 +115,18 @@ async def test_start_code_retried_never_says_bad_code_to_the_chat_it_linked(
     assert bot._directory.telegram_chat("101") == "905"
     assert tg.texts("905") == [TEXT_LINKED.format(ext="101")] * 2
     assert TEXT_BAD_CODE not in tg.texts("905")
+
+
+@pytest.mark.parametrize("did", ["74950000101\r\nAction: Command", "novofon", "٧٤٩٥٠٠٠٠١٠١"])
+def test_a_did_that_is_not_digits_is_left_to_the_dialplan(tmp_path: Path, did: str) -> None:
+    """The number shown to the client comes from a record: anything but ASCII digits is dropped
+    (the call-back still goes, from the dialplan's own number) instead of failing the call."""
+    store = OutboxStore(tmp_path / "outbox.sqlite3")
+    try:
+        state = StateStore(store.db)
+        save_call(state, "in_1", TelegramCall(view={"caller": "79001112233", "did": did}))
+        save_call(state, "in_2", TelegramCall(view={"caller": "79001112233", "did": "74950000101"}))
+        assert callback_details_of(state, "in_1") == {"name": "", "did": ""}
+        assert callback_details_of(state, "in_2")["did"] == "74950000101"  # the control
+    finally:
+        store.close()

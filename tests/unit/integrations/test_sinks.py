@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from bridge.calls.records import CallRecord
+from bridge.calls.records import CallRecord, Event, make
 from bridge.directory import Directory
 from bridge.http.client import Http
 from bridge.integrations.bitrix24.settings import Bitrix24Settings, BitrixApp
 from bridge.integrations.novofon.webhook_sink import WebhookSink
 from bridge.integrations.telegram.settings import TelegramSettings
+from bridge.integrations.telegram.state import CallbackOrigin, save_callback
 from bridge.outbox.state import StateStore
 from bridge.outbox.store import OutboxStore, State
 from tests.fakes.base import Fault
@@ -72,6 +73,41 @@ async def test_telegram_missed_call_is_marked_and_html_is_escaped(
     assert text.startswith("❌ <b>Пропущенный звонок</b>")
     assert "(&lt;ООО «Рога &amp; Копыта»&gt;)" in text
     assert "Итог: нет ответа" in text
+
+
+async def test_telegram_callback_result_names_the_leg_that_failed(
+    store: OutboxStore, http: Http, directory: Directory
+) -> None:
+    """«Перезвонить»: the employee's busy phone is not the client's busy line."""
+    tg = FakeTelegram()
+    tg.chats[GROUP] = {5: "❌ Пропущенный звонок"}
+    state = StateStore(store.db)
+    fields = {
+        "call_start": "2026-11-29 10:00:00",
+        "caller_id": "104",
+        "destination": "79001110001",
+        "internal": "104",
+        "duration": "0",
+        "status_code": "17",
+        "is_recorded": "0",
+        "call_id_with_rec": "",
+    }
+    by_employee = make(
+        Event.OUT_END,
+        {**fields, "pbx_call_id": "out_tg-1", "disposition": "busy"},
+        {"direction": "out", "callback_leg": "employee", "leg_end": "busy"},
+    )
+    by_client = make(
+        Event.OUT_END, {**fields, "pbx_call_id": "out_tg-2", "disposition": "busy"}, {"direction": "out"}
+    )
+    for pbx_call_id in ("out_tg-1", "out_tg-2"):
+        save_callback(state, pbx_call_id, CallbackOrigin(GROUP, 5, "❌ Пропущенный звонок", "104"))
+    async with serving(tg):
+        sink = telegram_sink(tg_settings(tg.url), http, store, directory)
+        await deliver(store, [sink], [by_employee])
+        assert tg.chats[GROUP][5] == "❌ Пропущенный звонок\n↩️ Не удалось перезвонить: сотрудник 104 занят"
+        await deliver(store, [sink], [by_client])
+        assert tg.chats[GROUP][5] == "❌ Пропущенный звонок\n↩️ Перезвонили (104): занято, разговор 0:00"
 
 
 async def test_telegram_429_storm_is_waited_out_without_duplicates(
