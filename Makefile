@@ -5,8 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 # Debian packages the bridge and its tests use (installed when missing, on Debian/Ubuntu as root):
-# lame turns WAV recordings into MP3 for Telegram; debootstrap builds the Asterisk lab.
-SYSDEPS := lame debootstrap
+# lame turns WAV recordings into MP3 for Telegram; debootstrap builds the Asterisk lab; systemd
+# brings systemd-analyze, which scores the shipped unit's hardening in the tests.
+SYSDEPS := lame debootstrap systemd
 
 .PHONY: sysdeps install lab lab-down lint test unit demo bench transcripts run clean install-service
 
