@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from tests.fakes.bitrix import PORTAL_USERS, FakeBitrix, portal_user
 from tests.fakes.telegram import TOKEN, FakeTelegram
 from tests.helpers import bitrix_sink, telegram_sink, until
 from tests.transcripts import replay
-from tests.unit.integrations.conftest import GROUP, IVAN, PETR, serving, settled, with_recording
+from tests.unit.integrations.conftest import GROUP, IVAN, serving, settled, with_recording
 from tests.unit.integrations.test_sinks import bx_settings, tg_settings
 
 FAST = RetryPolicy(base=0.01, cap=0.05, max_age=60, send_timeout=5)
@@ -34,21 +34,7 @@ REGISTER, FINISH, ATTACH = (
 )
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[OutboxStore]:
-    s = OutboxStore(tmp_path / "outbox.sqlite3")
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def directory(store: OutboxStore) -> Directory:
-    d = Directory(store.db)
-    d.upsert(Employee("101", "Иван", bitrix_user_id="11", telegram_chat_id=IVAN))
-    d.upsert(Employee("102", "Пётр", bitrix_user_id="12", telegram_chat_id=PETR))
-    return d
-
-
+# store and directory: tests/unit/integrations/conftest.py; here a longer client timeout than its 5 s.
 @pytest.fixture
 async def http() -> AsyncIterator[Http]:
     h = Http(timeout=30)
