@@ -23,6 +23,7 @@ calls from GET /channels and finishes whatever ended meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from datetime import datetime
@@ -31,6 +32,7 @@ from typing import Any
 import structlog
 
 from bridge.pbx.ari import AriBadRequest, AriClient, AriError, Event
+from bridge.pbx.follow import TRUNK_CAUSE_GRACE
 from bridge.pbx.stasis_call import (
     CALLBACK,
     CLIENT,
@@ -245,6 +247,8 @@ class StasisApp:
         code = int(cause) if isinstance(cause, int) else None
         if role == TRUNK:
             call.trunk_cause = code
+            if call.awaiting_trunk:
+                self._maybe_finish(call, waited=True)
             return
         if role not in (EMPLOYEE, CLIENT):
             return
@@ -276,10 +280,18 @@ class StasisApp:
             call.bridged = False
         self._maybe_finish(call)
 
-    def _maybe_finish(self, call: StasisCall) -> None:
+    def _maybe_finish(self, call: StasisCall, waited: bool = False) -> None:
         if not call.ending or call.alive or call.call_id not in self.calls:
             return
         result = call.result()
+        if result.leg == CLIENT and call.trunk and call.trunk_cause is None and not waited:
+            # The trunk leg's cause says why the client's leg failed (an unknown number is cause 1
+            # there, 20 on our Local channel) and its ChannelDestroyed can come just after ours:
+            # wait for it a moment, as the AMI path does (follow.TRUNK_CAUSE_GRACE).
+            if not call.awaiting_trunk:
+                call.awaiting_trunk = True
+                asyncio.get_running_loop().call_later(TRUNK_CAUSE_GRACE, self._maybe_finish, call, True)
+            return
         self._drop(call)
         log.info(
             "stasis.call_finished",

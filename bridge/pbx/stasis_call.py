@@ -56,6 +56,7 @@ class StasisCall:
     first_gone: str = ""  # the leg that left first
     bridged: bool = False
     ending: bool = False
+    awaiting_trunk: bool = False  # our channels are gone; the trunk leg's cause is still to come
 
     @property
     def employee_chan(self) -> str:

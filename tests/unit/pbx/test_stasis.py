@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
+from bridge.pbx import stasis
 from bridge.pbx.ari import AriBadRequest, AriClient, AriSettings
 from bridge.pbx.follow import CallResult, LegEnd, client_end, describe, employee_end
 from bridge.pbx.stasis import StasisApp
 from bridge.pbx.stasis_call import StasisSettings
 from tests.fakes.ari import PASSWORD, USER, FakeAri
+from tests.helpers import until
 
 APP = "novofon-bridge"
 CALL = "b24-0123456789abcdef"
@@ -212,6 +214,37 @@ async def test_test_call_plays_the_sound_then_hangs_up(app: StasisApp, fake: Fak
     assert fake.hangups == [("nbcall-0123456789abcdef", "normal")]
     await feed(app, fake, destroyed("nbcall-0123456789abcdef", 16))
     assert watch.results[0].answered and describe(watch.results[0]) == "нормальное завершение"
+
+
+TEST_CALL = "nbcall-0123456789abcdef"
+
+
+async def test_an_unknown_number_waits_for_the_trunks_cause_that_comes_after_ours(
+    app: StasisApp, fake: FakeAri
+) -> None:
+    """The network says "unallocated" (cause 1) on the trunk leg; our Local channel ends with 20,
+    and its ChannelDestroyed can come first: the call is finished when the trunk's arrives."""
+    watch = Watch()
+    await app.start_test(TEST_CALL, "79005550000", "novofon-bridge <79005550000>", watch)
+    await feed(app, fake, dial(f"{TEST_CALL}-2", "t", ""), dial(f"{TEST_CALL}-2", "t", "NOANSWER"))
+    await feed(app, fake, destroyed(TEST_CALL, 20))
+    assert watch.results == []  # not «абонент недоступен»: the trunk's own cause is still to come
+    await feed(app, fake, destroyed("t", 1))
+    (result,) = watch.results
+    assert describe(result) == "номер не существует (cause 1, Dial: NOANSWER)"
+
+
+async def test_a_trunk_cause_that_never_comes_does_not_hold_the_call(
+    app: StasisApp, fake: FakeAri, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stasis, "TRUNK_CAUSE_GRACE", 0.05)
+    watch = Watch()
+    await app.start_test(TEST_CALL, "79005550000", "novofon-bridge <79005550000>", watch)
+    await feed(app, fake, dial(f"{TEST_CALL}-2", "t", ""), dial(f"{TEST_CALL}-2", "t", "NOANSWER"))
+    await feed(app, fake, destroyed(TEST_CALL, 20))
+    await until(lambda: watch.results, timeout=2, interval=0.01)
+    assert describe(watch.results[0]) == "абонент недоступен (cause 20, Dial: NOANSWER)"
+    assert app.active == 0
 
 
 async def test_a_restart_readopts_the_talk_and_ends_it_when_a_side_hangs_up(
