@@ -23,16 +23,56 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NOVOFON_BRIDGE_ENV", os.devnull)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "profiles(*names): run the test on each of these lab profiles (plain, freepbx); "
+        "without it a test runs on the plain profile",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("profiles")
+    if marker is not None and "lab_profile" in metafunc.fixturenames:
+        unknown = set(marker.args) - set(lab_mod.PROFILES)
+        if unknown or not marker.args:
+            raise pytest.UsageError(f"profiles{marker.args}: known profiles are {lab_mod.PROFILES}")
+        metafunc.parametrize("lab_profile", marker.args, ids=[f"@{p}" for p in marker.args])
+
+
+def _profile_of(item: pytest.Item) -> str:
+    callspec = getattr(item, "callspec", None)
+    return str(callspec.params.get("lab_profile", "plain")) if callspec else "plain"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests grouped by lab profile (plain first, in collection order): the lab restarts once per
+    profile, not once per test."""
+    items.sort(key=lambda item: lab_mod.PROFILES.index(_profile_of(item)))
+
+
 @pytest.fixture(scope="session")
-def lab() -> Iterator[lab_mod.Lab]:
-    """Start the three Asterisk instances once for the whole session. No skipping: a lab that
-    cannot start fails the run (CI must exercise real Asterisk)."""
+def lab_session() -> Iterator[lab_mod.Lab]:
+    """The three Asterisk instances, started once per profile the session uses. No skipping: a lab
+    that cannot start fails the run (CI must exercise real Asterisk)."""
     the_lab = lab_mod.Lab()
-    the_lab.up()
     try:
         yield the_lab
     finally:
         the_lab.down()
+
+
+@pytest.fixture
+def lab_profile() -> str:
+    """The lab profile a test runs on; ``@pytest.mark.profiles(...)`` parametrizes it."""
+    return "plain"
+
+
+@pytest.fixture
+def lab(lab_session: lab_mod.Lab, lab_profile: str) -> lab_mod.Lab:
+    """The running lab, on this test's profile (switching restarts it: tests are grouped by profile)."""
+    lab_session.use_profile(lab_profile)
+    return lab_session
 
 
 def lab_env(lab: lab_mod.Lab, state: Path) -> dict[str, str]:

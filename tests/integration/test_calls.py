@@ -16,6 +16,7 @@ from tests.lab import lab as L
 from tests.lab.calls import call_in, call_out
 
 pytestmark = pytest.mark.lab
+BOTH = pytest.mark.profiles(*L.PROFILES)  # the scenario runs on the plain and the FreePBX-style PBX
 
 CALLER = "89581114585"  # as a Russian caller's number often arrives: 8XXXXXXXXXX
 CALLER_NORM = "79581114585"
@@ -49,6 +50,7 @@ async def test_trunk_registers_with_digest_auth(lab: L.Lab) -> None:
     assert re.search(rf"InAuth:\s+{L.TRUNK_LOGIN}/{L.TRUNK_LOGIN}", ep), ep
 
 
+@BOTH
 async def test_inbound_answered(daemon: tuple[App, MemorySink], provider: AmiConnection, lab: L.Lab) -> None:
     _, sink = daemon
     await call_in(provider, L.DID_101, talk=2)
@@ -74,6 +76,7 @@ async def test_inbound_answered(daemon: tuple[App, MemorySink], provider: AmiCon
     ]
 
 
+@BOTH
 async def test_inbound_not_answered_is_missed(
     daemon: tuple[App, MemorySink], provider: AmiConnection
 ) -> None:
@@ -93,6 +96,7 @@ async def test_inbound_not_answered_is_missed(
     ]
 
 
+@BOTH
 async def test_inbound_to_busy_extension(daemon: tuple[App, MemorySink], provider: AmiConnection) -> None:
     _, sink = daemon
     await call_in(provider, L.DID_104)
@@ -110,6 +114,7 @@ async def test_inbound_to_busy_extension(daemon: tuple[App, MemorySink], provide
     ]
 
 
+@BOTH
 async def test_ring_group_one_answers_other_not_missed(
     daemon: tuple[App, MemorySink], provider: AmiConnection
 ) -> None:
@@ -137,6 +142,7 @@ async def test_ring_group_one_answers_other_not_missed(
     ]
 
 
+@BOTH
 async def test_caller_hangs_up_while_ringing_is_cancel(
     daemon: tuple[App, MemorySink], provider: AmiConnection
 ) -> None:
@@ -168,6 +174,7 @@ async def test_cyrillic_caller_name_survives(daemon: tuple[App, MemorySink], pro
     assert records[0].fields["caller_id"] == CALLER_NORM
 
 
+@BOTH
 async def test_outbound_answered(daemon: tuple[App, MemorySink], phones: AmiConnection, lab: L.Lab) -> None:
     _, sink = daemon
     await call_out(phones, "101", L.NUM_ANSWER, talk=2)
@@ -194,6 +201,7 @@ async def test_outbound_answered(daemon: tuple[App, MemorySink], phones: AmiConn
     assert records[-1].meta["recording_file"] == str(lab.recordings_dir / f"{rec}.wav")
 
 
+@BOTH
 async def test_outbound_busy(daemon: tuple[App, MemorySink], phones: AmiConnection) -> None:
     _, sink = daemon
     await call_out(phones, "102", L.NUM_BUSY)
@@ -210,6 +218,7 @@ async def test_outbound_busy(daemon: tuple[App, MemorySink], phones: AmiConnecti
     ]
 
 
+@BOTH
 async def test_outbound_no_answer(daemon: tuple[App, MemorySink], phones: AmiConnection) -> None:
     _, sink = daemon
     await call_out(phones, "101", L.NUM_NOANSWER)

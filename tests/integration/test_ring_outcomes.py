@@ -21,6 +21,7 @@ async def _hang_up_caller(provider: AmiConnection) -> None:
     assert result.ok, result.response
 
 
+@pytest.mark.profiles(*L.PROFILES)
 @pytest.mark.parametrize(
     ("did", "caller_gives_up", "disposition", "internal"),
     [

@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from tests.lab.provision import mount, provision, umount
 
@@ -43,7 +44,10 @@ ARI_PORT = 8088  # http.conf's port, on the lab PBX's own address
 ARI_PASSWORD = "lab-ari-password"
 TRUNK_LOGIN = "712345"
 TRUNK_PASSWORD = "lab-trunk-password"
-EXTENSIONS = ("101", "102", "103", "104")
+EXTENSIONS = ("101", "102", "103", "104", "105")
+# The office's Asterisk: "plain" (its own dialplan + novofon-bridge asterisk install) or "freepbx"
+# (a FreePBX 17 dialplan, tests/lab/freepbx.py, + asterisk install --freepbx). Same provider/phones.
+PROFILES = ("plain", "freepbx")
 
 # DIDs the provider can call: each routes to one behaviour on the PBX.
 DID_GROUP = "74950000100"  # rings 101 and 102 together
@@ -54,6 +58,11 @@ DID_QUEUE = "74950000105"  # a Queue (member 103 via Local, never answers) that 
 DID_LOCAL_GROUP = "74950000106"  # a ring group of Local/…@from-internal channels (103, 104): no answer
 DID_LONG = "74950000107"  # 103 rings for LONG_RING_TIMEOUT s (a call still ringing across a restart)
 DID_ROUTED = "74950000108"  # asks novofon-bridge (AGI) whom to ring first; else rings 103 (no answer)
+DID_FORWARD = "74950000109"  # forwarded through the trunk to NUM_MOBILE (follow-me)
+DID_IVR = "74950000110"  # answered by the PBX itself (Answer, Playback, WaitExten 30)
+DID_VOICEMAIL = "74950000111"  # rings 103 for RING_TIMEOUT s, then voicemail
+DID_TRANSFER = "74950000112"  # rings 105 only (105 answers; the test then transfers)
+LAB_OUTBOUND_CID = "74950000100"  # the number clients see on outbound calls
 DID_ROUTES = {
     DID_GROUP: "PJSIP/101&PJSIP/102",
     DID_101: "PJSIP/101",
@@ -93,6 +102,7 @@ NUM_ANSWER = "79001110001"
 NUM_BUSY = "79002220002"
 NUM_NOANSWER = "79003330003"
 NUM_TEST = "79991234567"  # the sysadmin's test number from SPECS.md; answers
+NUM_MOBILE = "79004440004"  # an employee's mobile: rings 1 s, answers, echoes
 
 MODULES = [
     "res_pjproject.so",
@@ -318,7 +328,11 @@ bindport = 8088
 
 
 class Lab:
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, profile: str = "plain") -> None:
+        if profile not in PROFILES:
+            raise LabError(f"unknown lab profile {profile!r}: one of {', '.join(PROFILES)}")
+        self.profile = profile
+        self.running = False
         self.root = root or provision()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.pristine: dict[str, bytes] = {}  # the office's files before novofon-bridge
@@ -382,7 +396,8 @@ systemname = {inst.name}
 maxfiles = 4096
 """,
         )
-        modules = "\n".join(f"load = {m}" for m in MODULES)
+        extra = freepbx().EXTRA_MODULES if inst is PBX and self.profile == "freepbx" else []
+        modules = "\n".join(f"load = {m}" for m in [*MODULES, *extra])
         self._write(inst, "modules.conf", f"[modules]\nautoload = no\n{modules}\n")
         self._write(
             inst,
@@ -450,9 +465,11 @@ write = all
         return self.host_path(PBX, "novofon-bridge.env")
 
     def _render_pbx(self) -> None:
-        for name, text in office_config().items():
+        office = freepbx().office_config() if self.profile == "freepbx" else office_config()
+        for name, text in office.items():
             self._write(PBX, name, text)
-        self.pristine = {name: self.host_path(PBX, "etc", name).read_bytes() for name in self.ADMIN_FILES}
+        names = office if self.profile == "freepbx" else self.ADMIN_FILES
+        self.pristine = {name: self.host_path(PBX, "etc", name).read_bytes() for name in names}
         self.env_file.write_text(f"AMI_SECRET={AMI_SECRET}\nARI_PASSWORD={ARI_PASSWORD}\n")
         self.install_bridge()
 
@@ -467,6 +484,10 @@ write = all
         return done.stdout
 
     def install_bridge(self) -> str:
+        if self.profile == "freepbx":
+            out = self.bridge_cli("install", "--freepbx")
+            freepbx().configure(self)
+            return out
         out = self.bridge_cli("install")
         self.configure_bridge()
         return out
@@ -555,6 +576,13 @@ exten => {NUM_BUSY},1,Ringing()
  same => n,Hangup(17)
 exten => {NUM_NOANSWER},1,Ringing()
  same => n,Wait(3600)
+exten => {NUM_MOBILE},1,Ringing()
+ same => n,Wait(1)
+ same => n,Answer()
+ same => n,Echo()
+; Novofon takes the number as 7XXXXXXXXXX, 8XXXXXXXXXX or +7XXXXXXXXXX.
+exten => _8XXXXXXXXXX,1,Goto(7${{EXTEN:1}},1)
+exten => _+7XXXXXXXXXX,1,Goto(${{EXTEN:1}},1)
 exten => _X.,1,Hangup(1)
 
 [to-pbx]
@@ -626,6 +654,10 @@ exten => 102,1,Ringing()
 exten => 103,1,Ringing()
  same => n,Wait(3600)
 exten => 104,1,Hangup(17)
+exten => 105,1,Ringing()
+ same => n,Wait(1)
+ same => n,Answer()
+ same => n,Wait(3600)
 
 [employee]
 ; What an employee does once the far side answers: talk for ${TALK} seconds, then hang up.
@@ -708,7 +740,17 @@ exten => talk,1,Wait(${IF($["${TALK}" = ""]?2:${TALK})})
         for inst in (PROVIDER, PBX, PHONES):
             self.start(inst)
         self.wait_registered()
-        _log(f"lab up: pbx {PBX_IP}, provider {PROVIDER_IP}, phones {PHONES_IP}")
+        self.running = True
+        _log(f"lab up ({self.profile}): pbx {PBX_IP}, provider {PROVIDER_IP}, phones {PHONES_IP}")
+
+    def use_profile(self, profile: str) -> None:
+        """Run the lab with ``profile``: re-rendered and restarted when it runs another one (or not yet)."""
+        if profile not in PROFILES:
+            raise LabError(f"unknown lab profile {profile!r}: one of {', '.join(PROFILES)}")
+        if self.running and profile == self.profile:
+            return
+        self.profile = profile
+        self.up()
 
     def stop_all(self) -> None:
         for inst in INSTANCES:
@@ -731,12 +773,26 @@ exten => talk,1,Wait(${IF($["${TALK}" = ""]?2:${TALK})})
 
     def down(self) -> None:
         self.stop_all()
+        self.running = False
         umount(self.root)
 
 
+def freepbx() -> ModuleType:
+    """tests/lab/freepbx.py (imported late: it reads this module's constants)."""
+    from tests.lab import freepbx as module
+
+    return module
+
+
 def main() -> None:
-    cmd = sys.argv[1] if len(sys.argv) > 1 else "up"
-    lab = Lab()
+    args = sys.argv[1:]
+    profile = "plain"
+    if "--profile" in args:
+        i = args.index("--profile")
+        profile = args[i + 1] if i + 1 < len(args) else ""
+        del args[i : i + 2]
+    cmd = args[0] if args else "up"
+    lab = Lab(profile=profile)
     if cmd == "up":
         lab.up()
     elif cmd == "down":
@@ -744,7 +800,7 @@ def main() -> None:
     elif cmd == "provision":
         print(lab.root)
     else:
-        raise SystemExit("usage: python -m tests.lab.lab up|down|provision")
+        raise SystemExit("usage: python -m tests.lab.lab up|down|provision [--profile plain|freepbx]")
 
 
 if __name__ == "__main__":
