@@ -43,6 +43,8 @@ __all__ = ["Call", "Channel", "Direction", "Role", "Tracker", "TrackerSettings",
 
 STATE_UP = 6
 CAUSE_ANSWERED_ELSEWHERE = 26
+PBX_REFUSAL_CAUSES = frozenset({17, 34})  # user busy, circuit/channel congestion
+PBX_GAVE_UP = frozenset({"NOANSWER", "BUSY", "CONGESTION", "CHANUNAVAIL"})
 
 
 class Tracker:
@@ -398,6 +400,7 @@ class Tracker:
             and chan is call.trunk
             and call.direction is Direction.INBOUND
             and call.answered_at is None
+            and not _pbx_refused(call, ev.cause)
         ):
             call.caller_hung_up = True  # the caller's own side hung up while it rang
 
@@ -450,6 +453,13 @@ class Tracker:
             # Channel.call <-> Call.trunk is a reference cycle: break it so the call is freed now,
             # by reference counting, not whenever the cyclic GC next runs (bench: flat memory).
             call.trunk = None
+
+
+def _pbx_refused(call: Call, cause: int) -> bool:
+    """The HangupRequest on the caller's channel is the PBX's own refusal, not the caller: after
+    the ringing ended (NOANSWER, BUSY, ...) FreePBX plays Busy()/Congestion(), which chan_pjsip
+    answers with 486/503 and then requests the hangup itself, with that cause (17 / 34)."""
+    return cause in PBX_REFUSAL_CAUSES and any(s in PBX_GAVE_UP for s in call.outer_results)
 
 
 def _name(caller_name: str) -> str:

@@ -170,10 +170,15 @@ exten => _X.,n,Gosub(macro-dial-one,s,1(${RINGTIMER},${DIAL_OPTIONS},${EXTEN}))
 exten => _X.,n,Hangup()
 
 [from-queue]
-; A queue's Local/<ext>@from-queue/n member: the extension as dialled from inside the PBX.
+; A queue's Local/<ext>@from-queue/n member: the extension's device, as long as the queue rings it.
 exten => _.,1,Set(QAGENT=${EXTEN})
 exten => _.,n,Set(__FROMQ=true)
-exten => _.,n,Goto(from-internal,${QAGENT},1)
+exten => _.,n,Goto(from-queue-exten-only,${QAGENT},1)
+
+[from-queue-exten-only]
+exten => _X.,1,Set(RingGroupMethod=none)
+exten => _X.,n,Gosub(macro-dial-one,s,1(,${DIAL_OPTIONS},${EXTEN}))
+exten => _X.,n,Hangup()
 
 [app-blackhole]
 exten => hangup,1,Noop(Blackhole Dest: Hangup)
@@ -632,7 +637,7 @@ retry=1
 ringinuse=no
 strategy=ringall
 timeout=15
-timeoutpriority=conf
+timeoutpriority=app
 wrapuptime=0
 member=Local/103@from-queue/n,0,Employee 103,hint:103@ext-local
 """,

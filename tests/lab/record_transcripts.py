@@ -1,10 +1,11 @@
 """Record AMI transcripts from the real lab into tests/transcripts/ (run as root):
 
-    python -m tests.lab.record_transcripts [SCENARIO ...]   (default: every scenario)
+    python -m tests.lab.record_transcripts [--profile freepbx] [SCENARIO ...]   (default: every scenario)
 
 Each scenario is one real call through the lab PBX; ``NAME.ami`` holds the exact bytes Asterisk
 sent to a logged-in AMI user with our event filter (asterisk-conf/novofon-bridge_manager.conf),
 ``NAME.cdr.csv`` the lines cdr_csv wrote to Master.csv for that call. Unit tests and bench/ replay them.
+On the freepbx lab profile they go to tests/transcripts/freepbx/ (replayed as ``freepbx/NAME``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ async def _idle(lab: L.Lab) -> None:
 
 
 async def main() -> None:
-    lab = L.Lab()
+    args = sys.argv[1:]
+    profile = "plain"
+    if args[:1] == ["--profile"]:
+        profile, args = (args[1] if len(args) > 1 else ""), args[2:]
+    lab = L.Lab(profile=profile)
+    out = OUT if profile == "plain" else OUT / profile
     lab.up()
     provider = await open_instance(L.PROVIDER_IP)
     phones = await open_instance(L.PHONES_IP)
@@ -58,24 +64,24 @@ async def main() -> None:
         "outbound_busy": lambda: call_out(phones, "102", L.NUM_BUSY),
         "outbound_no_answer": lambda: call_out(phones, "101", L.NUM_NOANSWER),
     }
-    wanted = sys.argv[1:] or list(scenarios)
+    wanted = args or list(scenarios)
     unknown = set(wanted) - set(scenarios)
     if unknown:
         raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}; known: {', '.join(scenarios)}")
-    OUT.mkdir(exist_ok=True)
+    out.mkdir(exist_ok=True)
     try:
         master = lab.host_path(L.PBX, "log", "cdr-csv", "Master.csv")
         for name in wanted:
             place = scenarios[name]
             before = master.stat().st_size if master.exists() else 0
-            async with Capture(OUT / f"{name}.ami"):
+            async with Capture(out / f"{name}.ami"):
                 await place()
                 await asyncio.sleep(1)
                 await _idle(lab)
             await asyncio.sleep(1)  # cdr_csv writes a call's lines just after it ends
             with master.open("rb") as f:
                 f.seek(before)
-                (OUT / f"{name}.cdr.csv").write_bytes(f.read())
+                (out / f"{name}.cdr.csv").write_bytes(f.read())
             print(f"recorded {name}")
     finally:
         await provider.close()
