@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (dialplan lines are written as FreePBX writes them, however long)
 """The ``freepbx`` lab profile: the office's Asterisk as FreePBX 17 generates it.
 
 Written from public knowledge of FreePBX 17 (Debian 12, Asterisk 21+, so Gosub where older releases
