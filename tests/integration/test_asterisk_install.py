@@ -185,3 +185,77 @@ async def test_freepbx_mode_on_a_freepbx_shaped_asterisk(
         shutil.copytree(saved, etc)
         await asyncio.to_thread(lab.start, L.PBX)
         await asyncio.to_thread(lab.wait_registered, 30)
+
+
+FREEPBX_CUSTOM = {
+    *(f"pjsip.{t}_custom.conf" for t in ("registration", "auth", "aor", "endpoint", "identify")),
+    "extensions_custom.conf",
+    "manager_custom.conf",
+    "ari_additional_custom.conf",
+}
+
+
+@pytest.mark.profiles("freepbx")
+async def test_install_freepbx_on_the_freepbx_profile_keeps_every_line_and_uninstall_restores_it(
+    lab: L.Lab, provider: AmiConnection, tmp_path: Path
+) -> None:
+    """The FreePBX-style lab, installed with ``install --freepbx`` when it started: only the
+    admin's *_custom.conf files got a block; uninstall gives back every file byte for byte; a
+    ring group call (Local channels, FreePBX's inbound route) is tracked after a reinstall."""
+    etc = lab.host_path(L.PBX, "etc")
+    files = {p.name: p.read_bytes() for p in etc.iterdir() if p.is_file()}
+    ours = {name for name in files if name not in lab.pristine or files[name] != lab.pristine[name]}
+    assert ours == FREEPBX_CUSTOM
+    for name in ours:
+        block = files[name][len(lab.pristine.get(name, b"")) :]
+        assert files[name].startswith(lab.pristine.get(name, b""))
+        assert BEGIN.encode() in block and block.endswith(END.encode() + b"\n")
+    try:
+        out = await asyncio.to_thread(lab.bridge_cli, "uninstall")
+        assert "pjsip.endpoint_custom.conf: убран блок novofon-bridge" in out
+        after = {p.name: p.read_bytes() for p in etc.iterdir() if p.is_file()}
+        assert after == lab.pristine  # the office's files exactly, and nothing else left behind
+        await reload(lab)
+        assert "Unable to find object novofon" in await arx(lab, L.PBX, "pjsip show endpoint novofon")
+        assert "no manager called novofon-bridge" in await arx(lab, L.PBX, "manager show user novofon-bridge")
+        # FreePBX's own dialplan, phones and AMI user are all still there.
+        assert "macro-dial" in await arx(lab, L.PBX, "dialplan show 600@ext-group")
+        assert "101/sip:101@" in await arx(lab, L.PBX, "pjsip show contacts")
+        assert "username: admin" in await arx(lab, L.PBX, "manager show user admin")
+
+        # Installed again while Asterisk runs, as the FreePBX admin does, then reloaded.
+        out = await asyncio.to_thread(lab.install_bridge)
+        assert "extensions_custom.conf: в конец добавлены разделы novofon-bridge" in out
+        await reload(lab)
+        await asyncio.to_thread(lab.wait_registered, 30)
+        assert "Ничего не изменено" in await asyncio.to_thread(lab.bridge_cli, "install", "--freepbx")
+        assert "from-pstn" in await arx(lab, L.PBX, "pjsip show endpoint novofon")
+
+        sink = MemorySink()
+        app = App(lab_config(lab, tmp_path), extra_sinks=[sink])
+        stop = asyncio.Event()
+        task = asyncio.create_task(app.run(stop))
+        try:
+            await asyncio.wait_for(app.ami.connected.wait(), 20)
+            await call_in(provider, L.DID_GROUP, talk=1)
+            records = await sink.wait_events("NOTIFY_END", "NOTIFY_RECORD")
+            assert [r.fields["event"] for r in records] == [
+                "NOTIFY_START",
+                "NOTIFY_INTERNAL",
+                "NOTIFY_INTERNAL",
+                "NOTIFY_ANSWER",
+                "NOTIFY_END",
+                "NOTIFY_RECORD",
+            ]
+            assert {r.fields["internal"] for r in records[1:3]} == {"101", "102"}
+            end = records[4].fields
+            assert (end["called_did"], end["disposition"], end["internal"]) == (L.DID_GROUP, "answered", "101")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+            await hangup_all(lab)
+    finally:
+        if not (etc / "manager_custom.conf").read_bytes():  # leave the lab as other tests expect it
+            await asyncio.to_thread(lab.install_bridge)
+            await reload(lab)
+            await asyncio.to_thread(lab.wait_registered, 30)
