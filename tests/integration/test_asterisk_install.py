@@ -249,7 +249,11 @@ async def test_install_freepbx_on_the_freepbx_profile_keeps_every_line_and_unins
             ]
             assert {r.fields["internal"] for r in records[1:3]} == {"101", "102"}
             end = records[4].fields
-            assert (end["called_did"], end["disposition"], end["internal"]) == (L.DID_GROUP, "answered", "101")
+            assert (end["called_did"], end["disposition"], end["internal"]) == (
+                L.DID_GROUP,
+                "answered",
+                "101",
+            )
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)

@@ -470,7 +470,9 @@ write = all
             self._write(PBX, name, text)
         etc = self.host_path(PBX, "etc")
         # FreePBX: every file of /etc/asterisk (install --freepbx may only append to *_custom.conf).
-        names = [p.name for p in etc.iterdir() if p.is_file()] if self.profile == "freepbx" else self.ADMIN_FILES
+        names = (
+            [p.name for p in etc.iterdir() if p.is_file()] if self.profile == "freepbx" else self.ADMIN_FILES
+        )
         self.pristine = {name: (etc / name).read_bytes() for name in names}
         self.env_file.write_text(f"AMI_SECRET={AMI_SECRET}\nARI_PASSWORD={ARI_PASSWORD}\n")
         self.install_bridge()
