@@ -55,6 +55,7 @@ bench: install             ## AMI parsing + tracker, the outbox, Bitrix24 card l
 
 transcripts: install       ## re-record tests/transcripts/*.ami from the lab
 	$(PY) -m tests.lab.record_transcripts
+	$(PY) -m tests.lab.record_transcripts --profile freepbx
 
 run: install               ## the daemon with ./config.yaml (for development)
 	$(VENV)/bin/novofon-bridge run -c config.yaml
