@@ -5,9 +5,12 @@
   README says (trunk login, DID routes). This is the Asterisk novofon-bridge watches.
 - ``provider`` (127.0.0.12): plays Novofon — a registrar with digest auth for the trunk, numbers
   that answer, are busy or never answer, and a way to place inbound calls towards the PBX.
-- ``phones``   (127.0.0.13): plays the employees' handsets, registered to the PBX as 101…104
-  (101 answers and stays; 102 answers and hangs up after 3 s; 103 never answers; 104 is busy)
-  and able to dial out as any of them.
+- ``phones``   (127.0.0.13): plays the employees' handsets, registered to the PBX as 101…105
+  (101 answers and stays; 102 answers and hangs up after 3 s; 103 never answers; 104 is busy;
+  105 answers and stays for the test to drive) and able to dial out as any of them.
+
+The PBX comes in two profiles (``Lab(profile=…)``, ``up --profile``): ``plain`` (below) and
+``freepbx`` (tests/lab/freepbx.py: FreePBX 17's generated dialplan, ``install --freepbx``).
 
 Rendering only substitutes addresses, credentials and DID routes in the installed snippets, so a
 broken snippet or installer breaks the tests.
