@@ -17,6 +17,7 @@ from bridge.config import Config, ConfigError
 from bridge.http import preflight as http_preflight
 from bridge.i18n import tr
 from bridge.integrations.bitrix24 import preflight as bitrix24_preflight
+from bridge.integrations.smsc import preflight as smsc_preflight
 from bridge.integrations.telegram import preflight as telegram_preflight
 from bridge.pbx import ari_preflight
 from bridge.pbx import preflight as pbx_preflight
@@ -53,6 +54,7 @@ PROVIDERS: tuple[Provider, ...] = (
     pbx.cdr_checks,  # CDR (asterisk.cdr.*): the source the backfill reads is readable
     telegram_preflight.checks,  # getMe, each configured chat reachable
     bitrix24_preflight.checks,  # credentials, installation, scopes
+    smsc_preflight.checks,  # the SMS gateway accepts the login/password or API key (balance.php)
 )
 
 
