@@ -69,15 +69,14 @@ def settled(app: App, n: int) -> bool:
 
 async def test_the_fake_reads_text_in_the_charset_named_and_windows_1251_by_default() -> None:
     """What keeps the bridge honest: UTF-8 without charset=utf-8 arrives as SMSC would send it."""
-    async with gateway() as smsc:
-        async with aiohttp.ClientSession() as s:
-            form = {"login": LOGIN, "psw": PASSWORD, "phones": "79581114585", "mes": "Привет", "fmt": "3"}
-            async with s.post(f"{smsc.url}/sys/send.php", data=form) as resp:
-                assert (await resp.json())["id"] == 1001
-            async with s.post(f"{smsc.url}/sys/send.php", data={**form, "charset": "utf-8"}) as resp:
-                assert (await resp.json())["id"] == 1002
-            async with s.post(f"{smsc.url}/sys/send.php", data={**form, "fmt": "0"}) as resp:
-                assert await resp.text() == "OK - 1 SMS, ID - 1003"
+    async with gateway() as smsc, aiohttp.ClientSession() as s:
+        form = {"login": LOGIN, "psw": PASSWORD, "phones": "79581114585", "mes": "Привет", "fmt": "3"}
+        async with s.post(f"{smsc.url}/sys/send.php", data=form) as resp:
+            assert (await resp.json())["id"] == 1001
+        async with s.post(f"{smsc.url}/sys/send.php", data={**form, "charset": "utf-8"}) as resp:
+            assert (await resp.json())["id"] == 1002
+        async with s.post(f"{smsc.url}/sys/send.php", data={**form, "fmt": "0"}) as resp:
+            assert await resp.text() == "OK - 1 SMS, ID - 1003"
     assert [m["mes"] for m in smsc.sent] == [
         "Привет".encode().decode("cp1251"),
         "Привет",
@@ -138,27 +137,26 @@ async def test_smsc_calls_back_in_windows_1251_unless_the_url_asks_for_utf_8(tmp
     tg = FakeTelegram()
     await tg.start()
     try:
-        async with gateway() as smsc:
-            async with running_app(config(tmp_path, sms(smsc), tg.url)) as app:
-                app.publish(replay("inbound_missed"))
-                await until(lambda: len(smsc.sent) == 1, timeout=10)
-                documented = f"{base_url(app)}/smsc?token={CALLBACK_TOKEN}&charset=utf-8"
-                bare = f"{base_url(app)}/smsc?token={CALLBACK_TOKEN}"
-                status = {"id": "1001", "phone": "79581114585", "status": "1", "err": "0"}
-                assert await smsc.callback(documented, status) == (200, "OK")
-                await until(lambda: app.state.get("sms", "status:1001") == "1")
-                for n, (url, method) in enumerate(((documented, "POST"), (bare, "POST"), (bare, "GET"))):
-                    incoming = {
-                        "id": f"9{n}",
-                        "phone": "79581114585",
-                        "mes": f"Перезвоните {n}",
-                        "to": "74951234567",
-                    }
-                    assert await smsc.callback(url, incoming, method) == (200, "OK")
-                forged = FakeSmsc(secret="another-secret")
-                assert (await forged.callback(bare, {**status, "status": "3"}))[0] == 401
-                await until(lambda: len(tg.texts(GROUP)) == 4, timeout=10)
-                assert app.state.get("sms", "status:1001") == "1"
+        async with gateway() as smsc, running_app(config(tmp_path, sms(smsc), tg.url)) as app:
+            app.publish(replay("inbound_missed"))
+            await until(lambda: len(smsc.sent) == 1, timeout=10)
+            documented = f"{base_url(app)}/smsc?token={CALLBACK_TOKEN}&charset=utf-8"
+            bare = f"{base_url(app)}/smsc?token={CALLBACK_TOKEN}"
+            status = {"id": "1001", "phone": "79581114585", "status": "1", "err": "0"}
+            assert await smsc.callback(documented, status) == (200, "OK")
+            await until(lambda: app.state.get("sms", "status:1001") == "1")
+            for n, (url, method) in enumerate(((documented, "POST"), (bare, "POST"), (bare, "GET"))):
+                incoming = {
+                    "id": f"9{n}",
+                    "phone": "79581114585",
+                    "mes": f"Перезвоните {n}",
+                    "to": "74951234567",
+                }
+                assert await smsc.callback(url, incoming, method) == (200, "OK")
+            forged = FakeSmsc(secret="another-secret")
+            assert (await forged.callback(bare, {**status, "status": "3"}))[0] == 401
+            await until(lambda: len(tg.texts(GROUP)) == 4, timeout=10)
+            assert app.state.get("sms", "status:1001") == "1"
     finally:
         await tg.stop()
     sms_texts = sorted(t for t in tg.texts(GROUP) if t.startswith("✉️"))
