@@ -71,8 +71,8 @@ async def run(cfg: Config, connect: bool, etc: str | None) -> int:
     if not connect:
         print(
             tr(
-                "AMI, транк, Telegram и Bitrix24 не проверялись (--no-connect)",
-                "AMI, the trunk, Telegram and Bitrix24 were not checked (--no-connect)",
+                "AMI, ARI, транк, Telegram, Bitrix24 и SMS-шлюз не проверялись (--no-connect)",
+                "AMI, ARI, the trunk, Telegram, Bitrix24 and the SMS gateway were not checked (--no-connect)",
             )
         )
     print(summary(results))
