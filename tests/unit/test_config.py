@@ -36,6 +36,9 @@ def test_shipped_config_loads_with_defaults_and_env() -> None:
     )
     with_ari = config.load(REPO / "config.yaml", env={**ENV, "ARI_PASSWORD": "ari-secret"})
     assert with_ari.asterisk.ari.configured and "ari-secret" not in repr(with_ari)
+    assert cfg.sinks.sms.api_key == ""  # a secret: from the env file, like the password
+    with_key = config.load(REPO / "config.yaml", env={**ENV, "SMSC_API_KEY": "smsc-key-1"})
+    assert with_key.sinks.sms.api_key == "smsc-key-1" and "smsc-key-1" not in repr(with_key)
     a = cfg.agi
     assert (a.enabled, a.bind, a.port, a.budget_ms, a.sticky_days, a.route_timeout) == (
         True,

@@ -74,16 +74,19 @@ async def gateway(s: SmsSettings) -> list[Result]:
         ]
     if "error_code" in body or "error" in body:
         code = str(body.get("error_code", ""))
-        what = (
-            tr("API-ключ (api_key)", "API key (api_key)")
+        what, where = (
+            (tr("API-ключ (api_key)", "API key (api_key)"), "SMSC_API_KEY")
             if s.api_key
-            else tr("логин и пароль (login, password)", "login and password (login, password)")
+            else (
+                tr("логин и пароль (login, password)", "login and password (login, password)"),
+                "SMSC_PASSWORD",
+            )
         )
         fix = (
             tr(
-                f"шлюз не принял {what}: исправьте его в config.yaml / SMSC_PASSWORD в "
+                f"шлюз не принял {what}: исправьте в config.yaml / {where} в "
                 "/etc/novofon-bridge/env (ключ API — в кабинете SMSC, «Настройки»)",
-                f"the gateway refused the {what}: correct it in config.yaml / SMSC_PASSWORD in "
+                f"the gateway refused the {what}: correct it in config.yaml / {where} in "
                 "/etc/novofon-bridge/env (the API key is in SMSC's cabinet, Settings)",
             )
             if code == "2"

@@ -123,7 +123,7 @@ async def test_check_asks_the_gateway_whether_it_accepts_our_credentials(tmp_pat
     wrong = results["wrong password"]
     assert wrong.severity is Severity.ERROR and wrong.text == "ошибка 2: authorise error"
     assert "логин и пароль" in wrong.fix and "SMSC_PASSWORD" in wrong.fix
-    assert "API-ключ" in results["wrong key"].fix
+    assert "API-ключ" in results["wrong key"].fix and "SMSC_API_KEY" in results["wrong key"].fix
     assert all(PASSWORD not in r.text + r.fix and "wrong" not in r.text + r.fix for r in results.values())
     assert unreachable.severity is Severity.ERROR and "недоступен" in unreachable.text
     # Only when the SMS gateway is on.
