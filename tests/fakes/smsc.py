@@ -6,7 +6,8 @@ Our side calling SMSC: ``/sys/send.php`` and ``/sys/balance.php`` (GET or POST).
 the request names, windows-1251 when it names none (SMSC's default): a client that sends UTF-8
 without ``charset=utf-8`` gets its SMS sent as mojibake, as SMSC would. Answers are JSON only with
 ``fmt=3``; otherwise SMSC's plain text (``OK - 1 SMS, ID - 1001`` / ``ERROR = 2 (authorise error)``).
-Errors come with HTTP 200, as SMSC's do.
+An identical send request within a minute of one it took is error 9 (no second SMS). Errors come
+with HTTP 200, as SMSC's do.
 
 SMSC calling us: ``callback()`` posts a delivery status or an incoming SMS to the handler URL the
 way SMSC does: percent-encoded windows-1251 unless that URL carries ``charset=utf-8``, with the
@@ -15,6 +16,7 @@ md5/sha1 control hash of ``id:phone:status:<secret>`` when a secret is set in th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 from typing import Literal
@@ -28,7 +30,13 @@ from tests.fakes.base import FakeServer
 LOGIN, PASSWORD = "office", "smsc-password"
 API_KEY = "smsc-api-key-0f1e2d3c4b5a"
 CHARSETS = {"": "cp1251", "windows-1251": "cp1251", "cp1251": "cp1251", "utf-8": "utf-8", "koi8-r": "koi8_r"}
-ERRORS = {1: "parameters error", 2: "authorise error", 7: "invalid number"}
+ERRORS = {
+    1: "parameters error",
+    2: "authorise error",
+    7: "invalid number",
+    9: "duplicate request, wait a minute",
+}
+DUPLICATE_WINDOW = 60.0  # SMSC refuses an identical send request within a minute (error 9)
 
 
 def _fields(raw: bytes) -> dict[str, str]:
@@ -46,6 +54,7 @@ class FakeSmsc(FakeServer):
         self.secret, self.hash_algo = secret, hash_algo  # the cabinet's callback signing secret
         self.balance = "123.45"
         self._ids = itertools.count(1001)
+        self._seen: dict[tuple[tuple[str, str], ...], float] = {}  # send request -> when it was taken
         self.app.router.add_route("*", "/sys/send.php", self.send)
         self.app.router.add_route("*", "/sys/balance.php", self.balance_php)
 
@@ -86,6 +95,11 @@ class FakeSmsc(FakeServer):
             return self._error(data, 7)
         if not mes:
             return self._error(data, 1)
+        now = asyncio.get_running_loop().time()
+        request_key = tuple(sorted(data.items()))
+        if now - self._seen.get(request_key, -DUPLICATE_WINDOW) < DUPLICATE_WINDOW:
+            return self._error(data, 9)
+        self._seen[request_key] = now
         sms_id = next(self._ids)
         self.sent.append(data)
         return self._answer(data, {"id": sms_id, "cnt": 1})

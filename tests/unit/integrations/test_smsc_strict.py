@@ -17,6 +17,7 @@ from bridge.integrations.smsc.settings import SmsSettings
 from bridge.integrations.telegram.settings import TelegramSettings
 from bridge.outbox.store import State
 from bridge.preflight import Context, Severity
+from tests.fakes.base import Fault
 from tests.fakes.smsc import API_KEY, LOGIN, PASSWORD, FakeSmsc
 from tests.fakes.telegram import TOKEN, FakeTelegram
 from tests.helpers import base_url, offline_config, running_app, until, with_sinks
@@ -163,3 +164,18 @@ async def test_smsc_calls_back_in_windows_1251_unless_the_url_asks_for_utf_8(tmp
     assert sms_texts == [
         f"✉️ <b>SMS</b> от +7 958 111-45-85 на +7 495 123-45-67\nПерезвоните {n}" for n in range(3)
     ]
+
+
+async def test_a_send_whose_answer_was_lost_is_not_sent_twice(tmp_path: Path) -> None:
+    """SMSC took the SMS, its answer never came (a 502 after the send): the retry is the same
+    request, which SMSC refuses for a minute (error 9). That means "sent", not "try again later" —
+    a retry after the minute would text the client twice."""
+    async with gateway() as smsc:
+        smsc.fail_next(Fault(status=502, processed=True))
+        async with running_app(config(tmp_path, sms(smsc))) as app:
+            app.publish(replay("inbound_missed"))
+            await until(lambda: settled(app, 3), timeout=10)
+            assert app.store.list(State.DEAD) == []
+            assert app.state.get("sms", "last:79581114585") is not None  # no SMS for a day
+    assert len(smsc.sent) == 1
+    assert [r.get("mes") for r in smsc.refused] == [TEXT]  # the retry: refused as a duplicate
