@@ -59,6 +59,18 @@ need_root() { [ "$(id -u)" = 0 ] || die "Запустите от root: sudo depl
 
 systemd_running() { [ -d /run/systemd/system ]; }
 
+# LAME turns WAV recordings into MP3 for Telegram (sendAudio takes MP3/M4A only; without it the WAV
+# goes as a document). From the distribution's packages; never fatal: the bridge works without it.
+install_encoder() {
+    command -v lame >/dev/null 2>&1 && return 0
+    if command -v apt-get >/dev/null 2>&1 \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends lame >/dev/null 2>&1; then
+        say "Установлен lame: записи разговоров уходят в Telegram как MP3."
+    else
+        say "Не удалось установить lame (apt-get install lame): записи уйдут в Telegram файлом WAV."
+    fi
+}
+
 # The virtualenv with this checkout's version in it; a new one when the Python changed.
 install_program() {
     local py=$1
@@ -94,6 +106,7 @@ do_install() {
         || useradd --system --home-dir /var/lib/novofon-bridge --shell /usr/sbin/nologin novofon-bridge
     getent group asterisk >/dev/null || groupadd --system asterisk
     install_program "$py"
+    install_encoder
     install -d -m 0750 -g novofon-bridge "$ETC"
     [ -e "$ETC/config.yaml" ] || install -m 0640 -g novofon-bridge "$SRC/config.yaml" "$ETC/config.yaml"
     [ -e "$ETC/env" ] || install -m 0600 "$SRC/deploy/env.example" "$ETC/env"
@@ -113,6 +126,7 @@ do_upgrade() {
     py=$(find_python) || { no_python; exit 1; }
     old=$(version)
     install_program "$py"
+    install_encoder
     say "Обновлено: novofon-bridge $old -> $(version). $ETC/config.yaml и env не тронуты."
     if systemd_running && systemctl is-active --quiet novofon-bridge; then
         systemctl restart novofon-bridge

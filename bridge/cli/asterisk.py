@@ -40,10 +40,18 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
             "Wires novofon-bridge's settings into Asterisk without changing a single existing line.",
         ),
     )
-    p.add_argument("action", choices=["install", "uninstall"])
+    p.add_argument(
+        "action",
+        choices=["install", "uninstall"],
+        help=tr(
+            "install — подключить; uninstall — убрать ровно то, что добавил install",
+            "install: wire in; uninstall: remove exactly what install added",
+        ),
+    )
     p.add_argument(
         "--etc",
         default=str(DEFAULT_ETC),
+        metavar=tr("ПАПКА", "DIR"),
         help=tr(
             f"папка настроек Asterisk (по умолчанию {DEFAULT_ETC})",
             f"Asterisk's configuration folder (default {DEFAULT_ETC})",

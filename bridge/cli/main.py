@@ -129,10 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=tr("проверить всё перед запуском (preflight)", "check everything before the start (preflight)"),
         description=tr(
             "Проверяет настройки, папки, HTTP-порт, вход и права в AMI, фильтр событий, регистрацию "
-            "транка, ARI и AGI, Telegram и Bitrix24 — и говорит, что исправить. Код выхода: "
+            "транка, ARI и AGI, Telegram, Bitrix24 и SMS-шлюз — и говорит, что исправить. Код выхода: "
             "0 — всё в порядке, 1 — есть предупреждения, 2 — есть ошибки.",
             "Checks the config, folders, the HTTP port, AMI login and permissions, the event filter, the "
-            "trunk's registration, ARI login, AGI, Telegram and Bitrix24; each problem with its fix. "
+            "trunk's registration, ARI login, AGI, Telegram, Bitrix24 and the SMS gateway; each problem "
+            "with its fix. "
             "Exit code: 0 all good, 1 warnings, 2 errors.",
         ),
         parents=[common],
@@ -225,10 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         parents=[common],
     )
-    em.add_argument("action", nargs="?", choices=["list", "sync", "link"], default="list")
+    em.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "sync", "link"],
+        default="list",
+        help=tr(
+            "list — показать (по умолчанию); sync — обновить из Bitrix24; link — код для привязки Telegram",
+            "list: show them (default); sync: update from Bitrix24; link: a code to link Telegram",
+        ),
+    )
     em.add_argument(
         "extension",
         nargs="?",
+        metavar=tr("НОМЕР", "EXTENSION"),
         help=tr(
             "link: внутренний номер, для которого сделать код Telegram",
             "link: the extension to make a Telegram code for",
@@ -242,7 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         parents=[common],
     )
-    ob.add_argument("action", nargs="?", choices=["list", "retry", "purge"], default="list")
+    ob.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "retry", "purge"],
+        default="list",
+        help=tr(
+            "list — показать (по умолчанию); retry — повторить неудавшиеся; purge — удалить доставленные",
+            "list: show them (default); retry: retry the dead ones; purge: delete delivered records",
+        ),
+    )
     ob.add_argument(
         "--sink",
         default=None,
@@ -273,7 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         parents=[common],
     )
-    jb.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
+    jb.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "retry"],
+        default="list",
+        help=tr(
+            "list — показать (по умолчанию); retry — повторить неудавшиеся",
+            "list: show them (default); retry: retry the dead ones",
+        ),
+    )
     jb.add_argument(
         "--kind",
         default=None,

@@ -17,6 +17,7 @@ from bridge.config import Config, ConfigError
 from bridge.http import preflight as http_preflight
 from bridge.i18n import tr
 from bridge.integrations.bitrix24 import preflight as bitrix24_preflight
+from bridge.integrations.smsc import preflight as smsc_preflight
 from bridge.integrations.telegram import preflight as telegram_preflight
 from bridge.pbx import ari_preflight
 from bridge.pbx import preflight as pbx_preflight
@@ -53,6 +54,7 @@ PROVIDERS: tuple[Provider, ...] = (
     pbx.cdr_checks,  # CDR (asterisk.cdr.*): the source the backfill reads is readable
     telegram_preflight.checks,  # getMe, each configured chat reachable
     bitrix24_preflight.checks,  # credentials, installation, scopes
+    smsc_preflight.checks,  # the SMS gateway accepts the login/password or API key (balance.php)
 )
 
 
@@ -69,8 +71,8 @@ async def run(cfg: Config, connect: bool, etc: str | None) -> int:
     if not connect:
         print(
             tr(
-                "AMI, транк, Telegram и Bitrix24 не проверялись (--no-connect)",
-                "AMI, the trunk, Telegram and Bitrix24 were not checked (--no-connect)",
+                "AMI, ARI, транк, Telegram, Bitrix24 и SMS-шлюз не проверялись (--no-connect)",
+                "AMI, ARI, the trunk, Telegram, Bitrix24 and the SMS gateway were not checked (--no-connect)",
             )
         )
     print(summary(results))

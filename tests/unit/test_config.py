@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,9 @@ def test_shipped_config_loads_with_defaults_and_env() -> None:
     )
     with_ari = config.load(REPO / "config.yaml", env={**ENV, "ARI_PASSWORD": "ari-secret"})
     assert with_ari.asterisk.ari.configured and "ari-secret" not in repr(with_ari)
+    assert cfg.sinks.sms.api_key == ""  # a secret: from the env file, like the password
+    with_key = config.load(REPO / "config.yaml", env={**ENV, "SMSC_API_KEY": "smsc-key-1"})
+    assert with_key.sinks.sms.api_key == "smsc-key-1" and "smsc-key-1" not in repr(with_key)
     a = cfg.agi
     assert (a.enabled, a.bind, a.port, a.budget_ms, a.sticky_days, a.route_timeout) == (
         True,
@@ -157,3 +161,39 @@ def test_extensions_and_numbers_in_the_config_are_ascii_digits_only(
         config.load(write(tmp_path, text), env={})
     assert err.value.key.startswith(key)
     assert "\r" not in str(err.value) and "\n" not in str(err.value)
+
+
+def comment_blocks(text: str) -> list[str]:
+    """The comments of a YAML file: a run of whole-line comments is one block; an inline comment
+    is a block of its own."""
+    blocks: list[str] = []
+    run: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            run.append(stripped.lstrip("# "))
+            continue
+        if run:
+            blocks.append(" ".join(run))
+            run = []
+        if " # " in line and not stripped.startswith("template"):
+            blocks.append(line.split(" # ", 1)[1].strip())
+    if run:
+        blocks.append(" ".join(run))
+    return blocks
+
+
+def test_shipped_config_explains_itself_in_russian() -> None:
+    """The sysadmin reads config.yaml's comments: a sentence in English there (four English words
+    in a row in a comment with no Russian) is a comment someone forgot to write in Russian."""
+    english = re.compile(r"[A-Za-z][A-Za-z']+(?:[ ,]+[A-Za-z][A-Za-z']+){3,}")
+    cyrillic = re.compile(r"[А-Яа-яЁё]")
+    blocks = comment_blocks((REPO / "config.yaml").read_text(encoding="utf-8"))
+    untranslated = [b for b in blocks if english.search(b) and not cyrillic.search(b)]
+    assert len(blocks) > 80 and untranslated == []
+    # ...and the check sees English: the previous, English comments fail it.
+    assert [
+        b
+        for b in comment_blocks("# Where Asterisk's manager interface listens.\nhost: x\n")
+        if english.search(b)
+    ]

@@ -70,6 +70,30 @@ def test_without_a_python_it_says_how_to_get_one_on_ubuntu_22_04(tmp_path: Path)
     assert "ppa:deadsnakes/ppa" in done.stderr and "Ubuntu 22.04" in done.stderr
 
 
+def tool(folder: Path, name: str, script: str) -> None:
+    folder.mkdir(exist_ok=True)
+    exe = folder / name
+    exe.write_text(f"#!/bin/sh\n{script}\n")
+    exe.chmod(0o755)
+
+
+@pytest.mark.parametrize("apt_works", [True, False])
+def test_lame_for_telegram_recordings_comes_from_apt_and_is_never_fatal(
+    tmp_path: Path, apt_works: bool
+) -> None:
+    """The README promises MP3 recordings in Telegram after install.sh: it installs LAME."""
+    log = tmp_path / "apt.log"
+    tool(tmp_path / "bin", "apt-get", f'echo "$@" >> {log}; exit {0 if apt_works else 100}')
+    done = bash("install_encoder; echo done", tmp_path / "bin")
+    assert done.returncode == 0 and done.stdout.strip().endswith("done")
+    assert log.read_text().split() == ["install", "-y", "-q", "--no-install-recommends", "lame"]
+    assert ("Установлен lame" if apt_works else "файлом WAV") in done.stdout
+    log.unlink()
+    tool(tmp_path / "again", "apt-get", f'echo "$@" >> {log}')
+    tool(tmp_path / "again", "lame", "exit 0")  # already there: apt is not asked
+    assert bash("install_encoder", tmp_path / "again").returncode == 0 and not log.exists()
+
+
 def test_unknown_option_prints_usage(tmp_path: Path) -> None:
     done = subprocess.run(["bash", str(SCRIPT), "--bogus"], capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "--upgrade" in done.stderr and "--uninstall" in done.stderr

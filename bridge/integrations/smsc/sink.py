@@ -29,8 +29,21 @@ from bridge.outbox.store import Delivery
 log = structlog.get_logger("bridge.sms")
 
 # SMSC error codes: which of them a later retry can fix.
-RETRYABLE = {4: "IP blocked for a while", 9: "too many requests"}
+RETRYABLE = {4: "IP blocked for a while"}
 RETRYABLE_AFTER = 60.0
+# "More than one identical request to send an SMS within a minute": SMSC took the same request a
+# moment ago — ours, whose answer was lost (a timeout, a 5xx after the send). The SMS went out;
+# retrying after the minute would send it twice.
+DUPLICATE = 9
+
+
+def error_code(body: Any) -> int | None:
+    if not isinstance(body, dict) or "error_code" not in body:
+        return None
+    try:
+        return int(body["error_code"])
+    except (TypeError, ValueError):
+        return None
 
 
 def classify_body(status: int, body: Any) -> DeliveryError | None:
@@ -116,6 +129,10 @@ class SmsSink:
             body: Any = json.loads(answer)
         except ValueError:
             body = answer[:300]
+        if 200 <= status < 300 and error_code(body) == DUPLICATE:
+            remember_sent(self._state, number, "")
+            log.info("sms.sent_before", number=number, attempts=delivery.attempts)
+            return
         classify(status, body, api="SMS gateway", retry_after=retry_after, by_body=classify_body)
         remember_sent(self._state, number, str(body.get("id")))
         log.info("sms.sent", number=number, sms_id=body.get("id"))

@@ -16,7 +16,8 @@ def last_sent(state: StateStore, number: str) -> float | None:
 
 def remember_sent(state: StateStore, number: str, sms_id: str) -> None:
     state.put(OWNER, f"last:{number}", str(time.time()))
-    state.put(OWNER, f"sms:{sms_id}", number)
+    if sms_id:  # unknown when the gateway said it had taken the same request already
+        state.put(OWNER, f"sms:{sms_id}", number)
 
 
 def remember_status(state: StateStore, sms_id: str, status: str) -> None:

@@ -33,6 +33,7 @@ class TelegramTemplates:
         "🎙 Запись слишком большая для Telegram ({size_mb} МБ): она на сервере АТС, {file}"
     )
     recording_missing: str = "🎙 Файл записи не найден на сервере АТС: {file}"
+    recording_link: str = "🎙 Запись разговора: {link}"  # a recording only a link leads to
     reconstructed: str = "<i>(восстановлено после потери связи с Asterisk)</i>"
     sms: str = "✉️ <b>SMS</b> от {sender} на {did}\n{message}"
 

@@ -50,6 +50,7 @@ log = structlog.get_logger("bridge.telegram")
 
 RECORDING_WAIT_ATTEMPTS = 6  # MixMonitor closes the file just after the hangup; wait a little
 CALLBACK_PREFIX = "cb:"
+LISTEN = "прослушать"  # the text of a recording's link
 
 
 class TelegramSink:
@@ -205,17 +206,23 @@ class TelegramSink:
         save_call(self._state, pbx_call_id, call)  # at once: a retry must edit this message, not send another
 
     async def _send_recording(self, chat: str, r: CallRecord, call: TelegramCall, attempts: int) -> None:
-        if not r.meta.get("recording_file"):
-            return
-        path = Path(r.meta["recording_file"])
+        # A signed link (novofon.recordings_*) or the cloud's own (Novofon 2.0 file_link): where the
+        # file cannot be uploaded (too big, or not on this machine), the chat gets the link.
+        link = r.meta.get("recording_url", "")
         t = self.s.templates
         notice = None
-        if not path.is_file():
+        path = Path(r.meta.get("recording_file") or ".")
+        if not r.meta.get("recording_file"):
+            if not link:
+                return
+            notice = t.recording_link.format(link=_anchor(link, LISTEN))
+        elif not path.is_file():
             if attempts < RECORDING_WAIT_ATTEMPTS:
                 raise RetryLater(f"recording {path} is not there yet", retry_after=2.0 * (attempts + 1))
             notice = t.recording_missing.format(file=html.escape(str(path)))
         elif (size := path.stat().st_size) > self.s.max_upload_mb * 1024 * 1024:
-            notice = t.recording_too_big.format(size_mb=f"{size / 1048576:.0f}", file=html.escape(str(path)))
+            where = _anchor(link, path.name) if link else html.escape(str(path))
+            notice = t.recording_too_big.format(size_mb=f"{size / 1048576:.0f}", file=where)
         # A reply to a message that was deleted meanwhile still goes out (as a plain message).
         reply = call.messages.get(chat)
         reply_to = {"message_id": reply, "allow_sending_without_reply": True} if reply is not None else None
@@ -264,3 +271,10 @@ class TelegramSink:
 
     async def close(self) -> None:
         pass
+
+
+def _anchor(url: str, text: str) -> str:
+    """An HTML link Telegram accepts: only http(s) URLs, quotes escaped."""
+    if not url.startswith(("https://", "http://")):
+        return html.escape(url)
+    return f'<a href="{html.escape(url, quote=True)}">{html.escape(text)}</a>'

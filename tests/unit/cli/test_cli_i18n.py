@@ -39,10 +39,29 @@ async def test_help(lang: str, says: list[str]) -> None:
 
 async def test_check_help_tells_the_exit_codes_in_both_languages() -> None:
     _, ru, _ = await cli("check", "--help", lang=RU)
-    assert "0 — всё в порядке, 1 — есть предупреждения, 2 — есть ошибки" in ru
+    assert "0 — всё в порядке, 1 — есть предупреждения, 2 — есть ошибки" in " ".join(ru.split())
     assert "--no-connect" in ru and "параметры:" in ru
     _, en, _ = await cli("check", "--help", lang=EN)
-    assert "Exit code: 0 all good, 1 warnings, 2 errors" in en and "options:" in en
+    assert "Exit code: 0 all good, 1 warnings, 2 errors" in " ".join(en.split()) and "options:" in en
+
+
+@pytest.mark.parametrize(
+    ("args", "ru", "en"),
+    [
+        (("outbox",), "retry — повторить неудавшиеся", "retry: retry the dead ones"),
+        (("jobs",), "list — показать (по умолчанию)", "list: show them (default)"),
+        (("employees",), "[{list,sync,link}] [НОМЕР]", "[{list,sync,link}] [EXTENSION]"),
+        (("asterisk",), "[--etc ПАПКА]", "[--etc DIR]"),
+        (("asterisk",), "uninstall — убрать ровно то, что", "uninstall: remove exactly what install added"),
+    ],
+)
+async def test_every_sub_command_explains_its_words_in_the_users_language(
+    args: tuple[str, ...], ru: str, en: str
+) -> None:
+    _, out_ru, _ = await cli(*args, "--help", lang=RU)
+    _, out_en, _ = await cli(*args, "--help", lang=EN)
+    assert ru in " ".join(out_ru.split()), out_ru
+    assert en in " ".join(out_en.split()), out_en
 
 
 async def test_argparse_errors() -> None:

@@ -151,6 +151,35 @@ async def test_telegram_recording_too_large_is_said_in_the_chat(
     assert any("слишком большая для Telegram (3 МБ)" in text for _, text in tg.sent_texts)
 
 
+async def test_telegram_gives_the_recordings_link_where_it_cannot_upload_the_file(
+    store: OutboxStore, http: Http, directory: Directory, tmp_path: Path
+) -> None:
+    """Too big for a bot, or only in the cloud (Novofon 2.0's file_link): the signed link."""
+    tg = FakeTelegram()
+    wav = tmp_path / "big.wav"
+    wav.write_bytes(b"\0" * 3 * 1024 * 1024)
+    link = 'https://pbx.example.ru/recordings/big.wav?exp=1&sig=a&b="x"'
+    big = [
+        CallRecord(r.fields, {**r.meta, "recording_url": link}) if r.event is Event.RECORD else r
+        for r in with_recording(replay("outbound_answered"), wav)
+    ]
+    cloud = [
+        CallRecord(r.fields, {"recording_url": "https://x.novofon.ru/r/1.mp3"})
+        if r.event is Event.RECORD
+        else r
+        for r in replay("inbound_answered")
+    ]
+    assert any(r.event is Event.RECORD for r in cloud)
+    async with serving(tg):
+        sink = telegram_sink(tg_settings(tg.url, max_upload_mb=1), http, store, directory)
+        await deliver(store, [sink], big + cloud)
+    assert tg.audio == [] and not store.list(State.DEAD)
+    texts = [text for _, text in tg.sent_texts]
+    escaped = "https://pbx.example.ru/recordings/big.wav?exp=1&amp;sig=a&amp;b=&quot;x&quot;"
+    assert f'(3 МБ): она на сервере АТС, <a href="{escaped}">big.wav</a>' in "\n".join(texts)
+    assert '🎙 Запись разговора: <a href="https://x.novofon.ru/r/1.mp3">прослушать</a>' in texts
+
+
 async def test_telegram_bad_token_is_a_permanent_failure(
     store: OutboxStore, http: Http, directory: Directory
 ) -> None:
