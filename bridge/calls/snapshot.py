@@ -24,6 +24,7 @@ class ChannelSnapshot:
     caller_num: str = ""
     exten: str = ""
     recording: bool = False
+    connected_num: str = ""
 
 
 @dataclass(frozen=True)

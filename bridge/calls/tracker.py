@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from bridge.calls.disposition import PBX_GAVE_UP
 from bridge.calls.events import ChannelEvent, Kind, LiveChannel
 from bridge.calls.model import (
     CAUSE_UNKNOWN,
@@ -33,7 +34,7 @@ from bridge.calls.model import (
     snapshot_of,
     uniqueid_order,
 )
-from bridge.calls.numbers import normalise
+from bridge.calls.numbers import is_ascii_digits, normalise
 from bridge.calls.records import CallRecord, Event
 from bridge.calls.report import end_records, record
 from bridge.calls.settings import TrackerSettings
@@ -169,6 +170,9 @@ class Tracker:
         live_by_id = {c.uniqueid: c for c in live}
         default_end = lost_at if lost_at is not None else now
         gone: dict[int, list[Channel]] = {}
+        # Calls that ended here: what is left of them (the far leg of a call forwarded to a mobile,
+        # still hanging up) is no new call to adopt.
+        ended: set[str] = set()
         for uid, chan in self._channels.items():
             if uid not in live_by_id:
                 gone.setdefault(id(chan.call), []).append(chan)
@@ -180,6 +184,8 @@ class Tracker:
                 end = self._apply_facts(call, facts.get(call.linkedid), default_end, out)
             for chan in chans:
                 self._drop_channel(chan, end, CAUSE_UNKNOWN, out)
+            if self._calls.get(call.linkedid) is not call:
+                ended.update((call.linkedid, *call.aliases))
         # Adopt unknown channels: each call's first channel (Uniqueid == Linkedid) first, then by
         # age and Uniqueid sequence (ages have a one-second resolution).
         order = sorted(
@@ -187,7 +193,7 @@ class Tracker:
             key=lambda c: (c.uniqueid != c.linkedid, -c.age, uniqueid_order(c.uniqueid)),
         )
         for lc in order:
-            if lc.uniqueid in self._channels:
+            if lc.uniqueid in self._channels or lc.linkedid in ended:
                 continue
             ev = ChannelEvent(
                 Kind.NEW,
@@ -200,6 +206,7 @@ class Tracker:
                 lc.caller_name,
                 lc.context,
                 lc.did or lc.exten,
+                connected_num=lc.connected_num,
             )
             self._on_new(ev, out, adopted=True)
             if lc.recording:
@@ -213,6 +220,8 @@ class Tracker:
                 call.direction is Direction.OUTBOUND and live_chan is call.trunk
             ):
                 self._answer(call, live_chan.extension, max(now - lc.age, call.started_at), out)
+            elif call.direction is Direction.INBOUND and live_chan.role is Role.TRUNK and live_chan is not call.trunk:
+                self._answer_forwarded(call, live_chan, max(now - lc.age, call.started_at), out)
         return out
 
     def _apply_facts(
@@ -256,6 +265,7 @@ class Tracker:
         self._mark(call)
         role, ext = self._classify(ev.channel)
         chan = Channel(ev.uniqueid, ev.channel, role, ext, call, ev.caller_num, ev.exten)
+        chan.connected_num = ev.connected_num
         self._channels[ev.uniqueid] = chan
         first = not call.channels
         call.channels[ev.uniqueid] = chan
@@ -293,6 +303,7 @@ class Tracker:
         chan = self._touch(ev)
         if chan is not None:
             chan.caller_num = ev.caller_num
+            self._connected_line(chan, ev.connected_num)
 
     def _on_dial_begin(self, ev: ChannelEvent, out: list[CallRecord]) -> None:
         dest = self._channels.get(ev.dest_uniqueid)
@@ -309,6 +320,8 @@ class Tracker:
             caller = self._channels.get(ev.uniqueid)
             number = number or ev.exten or (caller.exten if caller else "")
             self._start_outbound(call, dest, number, ev.ts, out)
+        elif dest.role is Role.TRUNK and call.direction is Direction.INBOUND and dest is not call.trunk:
+            self._forward_begins(dest, ev)
 
     def _ring(self, call: Call, extension: str, out: list[CallRecord]) -> None:
         call.rung.append(extension)
@@ -321,6 +334,7 @@ class Tracker:
         call.direction = Direction.OUTBOUND
         call.trunk = trunk
         call.destination = self._num(number)
+        call.caller_id = self._outbound_caller_id(call)
         root = next(iter(call.channels.values()))
         call.internal = call.root_internal or (
             root.caller_num if self._internal.match(root.caller_num) else ""
@@ -341,6 +355,9 @@ class Tracker:
             and ev.uniqueid == call.trunk.uniqueid
         ):
             call.outer_results.append(status)
+        if call.direction is Direction.INBOUND and dest.role is Role.TRUNK and dest is not call.trunk:
+            self._forward_ends(call, dest, ev, out)
+            return
         relevant = (call.direction is Direction.INBOUND and dest.role is Role.INTERNAL) or (
             call.direction is Direction.OUTBOUND and dest is call.trunk
         )
@@ -359,7 +376,7 @@ class Tracker:
             call.internal = extension
             out.append(record(call, Event.ANSWER, destination=extension))
         else:
-            out.append(record(call, Event.ANSWER, caller_id=call.internal, destination=call.destination))
+            out.append(record(call, Event.ANSWER, destination=call.destination))
 
     def _on_bridge(self, ev: ChannelEvent, out: list[CallRecord]) -> None:
         chan = self._touch(ev)
@@ -398,6 +415,7 @@ class Tracker:
             and chan is call.trunk
             and call.direction is Direction.INBOUND
             and call.answered_at is None
+            and not (ev.state == STATE_UP and _pbx_gave_up(call))
         ):
             call.caller_hung_up = True  # the caller's own side hung up while it rang
 
@@ -405,6 +423,48 @@ class Tracker:
         chan = self._channels.get(ev.uniqueid)
         if chan is not None:
             self._drop_channel(chan, ev.ts, ev.cause, out)
+
+    # -- forwarding to an outside number, the outbound caller ID (issue 8) ---------------------
+    def _forward_begins(self, dest: Channel, ev: ChannelEvent) -> None:
+        """An inbound call dials out through the trunk (follow-me, forwarding to a mobile): still
+        the same inbound call; remember the number that leg dials."""
+        number = ev.dial_string.partition("@")[0] if "@" in ev.dial_string else dest.caller_num
+        dest.exten = self._num(number)
+
+    def _forward_ends(self, call: Call, dest: Channel, ev: ChannelEvent, out: list[CallRecord]) -> None:
+        if ev.dial_status != "ANSWER":
+            call.dial_results.append(ev.dial_status)
+        else:
+            self._answer_forwarded(call, dest, ev.ts, out)
+
+    def _answer_forwarded(self, call: Call, dest: Channel, ts: float, out: list[CallRecord]) -> None:
+        """Answered by the outside number: ANSWER names it in ``destination``; ``internal`` stays the
+        employee whose phone rang before (if any): whose forwarding it is."""
+        if call.answered_at is not None:
+            return
+        call.answered_at = ts
+        number = dest.exten if is_ascii_digits(dest.exten) else self._num(dest.caller_num)
+        out.append(record(call, Event.ANSWER, destination=number))
+
+    def _connected_line(self, chan: Channel, number: str) -> None:
+        """A channel's connected line changed; on an outbound call's trunk leg that is the caller ID
+        the called party sees (the dialplan's CALLERID(num) before Dial)."""
+        if not number or number == chan.connected_num:
+            return
+        chan.connected_num = number
+        call = chan.call
+        if call.direction is Direction.OUTBOUND and chan is call.trunk:
+            call.caller_id = self._outbound_caller_id(call)
+
+    def _outbound_caller_id(self, call: Call) -> str:
+        """The number the called party of an outbound call sees, never an extension: the trunk leg's
+        connected line when it is a phone number; otherwise (NOVOFON_CALLERID left empty: Novofon
+        puts the account's number on the call) ``pbx.default_did``, else empty."""
+        trunk = call.trunk
+        number = self._num(trunk.connected_num) if trunk is not None else ""
+        if is_ascii_digits(number) and not self._internal.match(number) and number != call.destination:
+            return number
+        return self._num(self.settings.default_did)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _mark(self, call: Call) -> None:
@@ -450,6 +510,13 @@ class Tracker:
             # Channel.call <-> Call.trunk is a reference cycle: break it so the call is freed now,
             # by reference counting, not whenever the cyclic GC next runs (bench: flat memory).
             call.trunk = None
+
+
+def _pbx_gave_up(call: Call) -> bool:
+    """A Dial/Queue of the call's own channel ended unanswered (no answer, busy...). When the PBX
+    then answered the caller itself (voicemail, an announcement: the caller's channel is Up), the
+    caller hanging up there did not cancel a ringing call: the ringing had already ended."""
+    return any(status in PBX_GAVE_UP for status in call.outer_results)
 
 
 def _name(caller_name: str) -> str:
