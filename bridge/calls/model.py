@@ -123,7 +123,14 @@ def snapshot_of(call: Call) -> CallSnapshot:
         members=tuple(call.members),
         channels=tuple(
             ChannelSnapshot(
-                c.uniqueid, c.name, c.role.value, c.extension, c.caller_num, c.exten, c.recording, c.connected_num
+                c.uniqueid,
+                c.name,
+                c.role.value,
+                c.extension,
+                c.caller_num,
+                c.exten,
+                c.recording,
+                c.connected_num,
             )
             for c in call.channels.values()
         ),

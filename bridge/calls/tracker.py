@@ -220,7 +220,11 @@ class Tracker:
                 call.direction is Direction.OUTBOUND and live_chan is call.trunk
             ):
                 self._answer(call, live_chan.extension, max(now - lc.age, call.started_at), out)
-            elif call.direction is Direction.INBOUND and live_chan.role is Role.TRUNK and live_chan is not call.trunk:
+            elif (
+                call.direction is Direction.INBOUND
+                and live_chan.role is Role.TRUNK
+                and live_chan is not call.trunk
+            ):
                 self._answer_forwarded(call, live_chan, max(now - lc.age, call.started_at), out)
         return out
 

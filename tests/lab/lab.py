@@ -537,7 +537,11 @@ write = all
             "retry = 1\njoinempty = yes\nleavewhenempty = no\nmember => Local/103@from-internal/n\n",
         )
         # DID_VOICEMAIL's mailbox (messages go to <spool>/voicemail/default/103).
-        self._write(PBX, "voicemail.conf", "[general]\nformat = wav\nmaxsecs = 60\n\n[default]\n103 => 1234,Employee 103\n")
+        self._write(
+            PBX,
+            "voicemail.conf",
+            "[general]\nformat = wav\nmaxsecs = 60\n\n[default]\n103 => 1234,Employee 103\n",
+        )
 
     def _render_provider(self) -> None:
         self._write(
