@@ -169,6 +169,9 @@ class Backfill:
             rung=tuple(rung),
             disposition=disposition,
             source="cdr",
+            forwarded_to=self._forwarded_to(call)
+            if direction == "in" and answered and not answered_by
+            else "",
         )
 
     def _missed(self, call: CdrCall, direction: str) -> str:

@@ -225,7 +225,8 @@ class Tracker:
                 and live_chan.role is Role.TRUNK
                 and live_chan is not call.trunk
             ):
-                self._answer_forwarded(call, live_chan, max(now - lc.age, call.started_at), out)
+                number = self._forward_number(live_chan)
+                self._answer_forwarded(call, number, max(now - lc.age, call.started_at), out)
         return out
 
     def _apply_facts(
@@ -238,6 +239,8 @@ class Tracker:
             for ext in (*f.rung, f.answered_by):
                 if ext and ext not in call.rung:
                     self._ring(call, ext, out)
+        if call.answered_at is None and f.forwarded_to and not f.answered_by and f.answered_at is not None:
+            self._answer_forwarded(call, f.forwarded_to, max(f.answered_at, call.started_at), out)
         if call.answered_at is None and (f.answered_by or f.answered_at is not None):
             at = f.answered_at if f.answered_at is not None else call.last_seen
             ext = f.answered_by or call.internal
@@ -439,15 +442,19 @@ class Tracker:
         if ev.dial_status != "ANSWER":
             call.dial_results.append(ev.dial_status)
         else:
-            self._answer_forwarded(call, dest, ev.ts, out)
+            self._answer_forwarded(call, self._forward_number(dest), ev.ts, out)
 
-    def _answer_forwarded(self, call: Call, dest: Channel, ts: float, out: list[CallRecord]) -> None:
+    def _forward_number(self, dest: Channel) -> str:
+        """The outside number a forwarded trunk leg dials: from its Dial string, else its caller
+        number (an outgoing channel's CallerIDNum is the number dialled)."""
+        return dest.exten if is_ascii_digits(dest.exten) else self._num(dest.caller_num)
+
+    def _answer_forwarded(self, call: Call, number: str, ts: float, out: list[CallRecord]) -> None:
         """Answered by the outside number: ANSWER names it in ``destination``; ``internal`` stays the
         employee whose phone rang before (if any): whose forwarding it is."""
         if call.answered_at is not None:
             return
         call.answered_at = ts
-        number = dest.exten if is_ascii_digits(dest.exten) else self._num(dest.caller_num)
         out.append(record(call, Event.ANSWER, destination=number))
 
     def _connected_line(self, chan: Channel, number: str) -> None:

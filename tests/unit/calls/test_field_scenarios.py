@@ -207,3 +207,24 @@ def test_snapshot_keeps_the_trunk_legs_connected_line() -> None:
     snap = CallSnapshot.from_json(_snapshot_json("outbound_dialled_8", cut))
     trunk = [c for c in snap.channels if c.name.startswith("PJSIP/novofon")]
     assert [c.connected_num for c in trunk] == [L.LAB_OUTBOUND_CID]
+
+
+def test_a_forwarded_call_that_ended_unseen_is_answered_by_the_mobile_per_the_cdr() -> None:
+    """The link was down from the forwarded leg's dial to the end: the CDR says who answered."""
+    from bridge.calls.backfill import Backfill, group
+    from bridge.pbx.cdr import CsvCdr
+    from tests.transcripts import DIR
+
+    (cdr_call,) = group(CsvCdr(DIR / "inbound_forward_mobile.cdr.csv").read(0.0))
+    facts = Backfill(TrackerSettings()).facts(cdr_call)
+    assert facts.forwarded_to == L.NUM_MOBILE and facts.answered_by == ""
+    evs = events("inbound_forward_mobile")
+    cut = next(i for i, e in enumerate(evs) if e.kind is Kind.DIAL_BEGIN and "novofon" in e.dest_channel) + 1
+    tracker = Tracker()
+    before = [r for e in evs[:cut] for r in tracker.feed(e)]
+    linkedid = evs[0].linkedid
+    after = tracker.resync([], now=evs[-1].ts + 60, lost_at=evs[cut].ts, facts={linkedid: facts})
+    got = fields(before + after)
+    assert [r["event"] for r in got] == ["NOTIFY_START", "NOTIFY_ANSWER", "NOTIFY_END", "NOTIFY_RECORD"]
+    assert got[1]["destination"] == L.NUM_MOBILE
+    assert (got[2]["disposition"], got[2]["duration"]) == ("answered", "2")
