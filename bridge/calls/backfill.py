@@ -19,7 +19,8 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from bridge.calls.model import Role, classify_channel
-from bridge.calls.numbers import is_ascii_digits, normalise
+from bridge.calls.numbers import normalise
+from bridge.calls.outside import outbound_caller_id
 from bridge.calls.records import CallRecord, Disposition, Event, make
 from bridge.calls.settings import TrackerSettings
 from bridge.calls.snapshot import CallSnapshot, EndFacts
@@ -253,12 +254,9 @@ class Backfill:
         return ""
 
     def _outbound_caller_id(self, src: str, destination: str) -> str:
-        """As the tracker decides it (``Tracker._outbound_caller_id``): the caller number the CDR
-        shows once the dialplan set CALLERID(num), unless it is an extension; else pbx.default_did."""
-        number = self._num(src)
-        if is_ascii_digits(number) and not self._internal.match(number) and number != destination:
-            return number
-        return self._num(self.s.default_did)
+        """As the tracker decides it, from the caller number the CDR shows (CALLERID(num) as the
+        dialplan set it)."""
+        return outbound_caller_id(src, destination, self.s.default_did, self._internal, self.s.country_code)
 
     @staticmethod
     def match(snapshot: CallSnapshot, calls: Iterable[CdrCall]) -> CdrCall | None:

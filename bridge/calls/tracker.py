@@ -35,6 +35,7 @@ from bridge.calls.model import (
     uniqueid_order,
 )
 from bridge.calls.numbers import is_ascii_digits, normalise
+from bridge.calls.outside import dialled_number, outbound_caller_id
 from bridge.calls.records import CallRecord, Event
 from bridge.calls.report import end_records, record
 from bridge.calls.settings import TrackerSettings
@@ -435,8 +436,7 @@ class Tracker:
     def _forward_begins(self, dest: Channel, ev: ChannelEvent) -> None:
         """An inbound call dials out through the trunk (follow-me, forwarding to a mobile): still
         the same inbound call; remember the number that leg dials."""
-        number = ev.dial_string.partition("@")[0] if "@" in ev.dial_string else dest.caller_num
-        dest.exten = self._num(number)
+        dest.exten = dialled_number(ev.dial_string, dest.caller_num, self.settings.country_code)
 
     def _forward_ends(self, call: Call, dest: Channel, ev: ChannelEvent, out: list[CallRecord]) -> None:
         if ev.dial_status != "ANSWER":
@@ -445,9 +445,9 @@ class Tracker:
             self._answer_forwarded(call, self._forward_number(dest), ev.ts, out)
 
     def _forward_number(self, dest: Channel) -> str:
-        """The outside number a forwarded trunk leg dials: from its Dial string, else its caller
-        number (an outgoing channel's CallerIDNum is the number dialled)."""
-        return dest.exten if is_ascii_digits(dest.exten) else self._num(dest.caller_num)
+        if is_ascii_digits(dest.exten):  # what _forward_begins found
+            return dest.exten
+        return dialled_number("", dest.caller_num, self.settings.country_code)  # an adopted leg
 
     def _answer_forwarded(self, call: Call, number: str, ts: float, out: list[CallRecord]) -> None:
         """Answered by the outside number: ANSWER names it in ``destination``; ``internal`` stays the
@@ -468,14 +468,8 @@ class Tracker:
             call.caller_id = self._outbound_caller_id(call)
 
     def _outbound_caller_id(self, call: Call) -> str:
-        """The number the called party of an outbound call sees, never an extension: the trunk leg's
-        connected line when it is a phone number; otherwise (NOVOFON_CALLERID left empty: Novofon
-        puts the account's number on the call) ``pbx.default_did``, else empty."""
-        trunk = call.trunk
-        number = self._num(trunk.connected_num) if trunk is not None else ""
-        if is_ascii_digits(number) and not self._internal.match(number) and number != call.destination:
-            return number
-        return self._num(self.settings.default_did)
+        s, presented = self.settings, call.trunk.connected_num if call.trunk else ""
+        return outbound_caller_id(presented, call.destination, s.default_did, self._internal, s.country_code)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _mark(self, call: Call) -> None:
