@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from bridge.calls.model import Role, classify_channel
 from bridge.calls.numbers import normalise
+from bridge.calls.outside import outbound_caller_id
 from bridge.calls.records import CallRecord, Disposition, Event, make
 from bridge.calls.settings import TrackerSettings
 from bridge.calls.snapshot import CallSnapshot, EndFacts
@@ -156,7 +157,10 @@ class Backfill:
             wanted = Role.INTERNAL if direction != "out" else Role.TRUNK
             if role is Role.INTERNAL and ext not in rung:
                 rung.append(ext)
-            if role is wanted and r.disposition == "ANSWERED" and r.answer is not None and answered is None:
+            # An inbound call forwarded out through the trunk (to a mobile) is answered there too.
+            if (role is wanted or (direction == "in" and role is Role.TRUNK)) and (
+                r.disposition == "ANSWERED" and r.answer is not None and answered is None
+            ):
                 answered, answered_by = r, ext
         disposition = "" if answered else self._missed(call, direction)
         return EndFacts(
@@ -166,6 +170,9 @@ class Backfill:
             rung=tuple(rung),
             disposition=disposition,
             source="cdr",
+            forwarded_to=self._forwarded_to(call)
+            if direction == "in" and answered and not answered_by
+            else "",
         )
 
     def _missed(self, call: CdrCall, direction: str) -> str:
@@ -223,20 +230,33 @@ class Backfill:
             out.append(make(Event.START, values, meta))
             out += [make(Event.INTERNAL, {**values, "internal": ext}, meta) for ext in f.rung]
             if f.answered_at is not None:
-                out.append(make(Event.ANSWER, {**values, "destination": values["internal"]}, meta))
+                answered_by = f.answered_by or self._forwarded_to(call) or values["internal"]
+                out.append(make(Event.ANSWER, {**values, "destination": answered_by}, meta))
             out.append(make(Event.END, values, meta))
         else:
             trunk = next(r for r in call.rows if self._role(r.dstchannel)[0] is Role.TRUNK)
             values["internal"] = self._role(root.channel)[1]
             values["destination"] = self._num(trunk.dst)
             out.append(make(Event.OUT_START, values, meta))
-            outbound = {**values, "caller_id": values["internal"]}
+            outbound = {**values, "caller_id": self._outbound_caller_id(root.src, values["destination"])}
             if f.answered_at is not None:
                 out.append(make(Event.ANSWER, outbound, meta))
             out.append(make(Event.OUT_END, outbound, meta))
         if rec_id:
             out.append(make(Event.RECORD, values, meta))
         return out
+
+    def _forwarded_to(self, call: CdrCall) -> str:
+        """The outside number that answered an inbound call forwarded through the trunk, if any."""
+        for r in call.rows:
+            if r.disposition == "ANSWERED" and self._role(r.dstchannel)[0] is Role.TRUNK:
+                return self._num(r.dst)
+        return ""
+
+    def _outbound_caller_id(self, src: str, destination: str) -> str:
+        """As the tracker decides it, from the caller number the CDR shows (CALLERID(num) as the
+        dialplan set it)."""
+        return outbound_caller_id(src, destination, self.s.default_did, self._internal, self.s.country_code)
 
     @staticmethod
     def match(snapshot: CallSnapshot, calls: Iterable[CdrCall]) -> CdrCall | None:

@@ -29,7 +29,7 @@ DIAL_DISPOSITION = {
     "CONGESTION": Disposition.FAILED,
     "CHANUNAVAIL": Disposition.FAILED,
 }
-_PBX_GAVE_UP = ("NOANSWER", "BUSY", "CONGESTION", "CHANUNAVAIL")
+PBX_GAVE_UP = ("NOANSWER", "BUSY", "CONGESTION", "CHANUNAVAIL")
 
 
 def disposition(call: Call, cause: int) -> Disposition:
@@ -50,7 +50,7 @@ def _inbound(call: Call) -> Disposition:
         return Disposition.CANCEL
     results = call.outer_results or call.dial_results
     if call.requests_seen:
-        for status in _PBX_GAVE_UP:
+        for status in PBX_GAVE_UP:
             if status in results:
                 return DIAL_DISPOSITION[status]
         return Disposition.NO_ANSWER

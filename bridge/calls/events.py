@@ -36,6 +36,9 @@ class ChannelEvent:
     dest_channel: str = ""
     dial_status: str = ""
     dial_string: str = ""
+    # The channel's connected line: on an outgoing trunk leg, the caller ID it presents to the
+    # called party (what the dialplan set in CALLERID(num) before Dial).
+    connected_num: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +57,4 @@ class LiveChannel:
     bridged: bool
     recording: bool = False  # MixMonitor is running on it (its MIXMONITOR_FILENAME is set)
     did: str = ""  # the number the caller dialled (CALLERID(dnid)), read for an adopted trunk channel
+    connected_num: str = ""  # the channel's connected line number (ConnectedLineNum)

@@ -34,6 +34,7 @@ class Channel:
     exten: str = ""
     recording: bool = False
     cause: int | None = None
+    connected_num: str = ""  # ConnectedLineNum: what an outgoing trunk leg presents as its caller ID
 
 
 @dataclass(slots=True)
@@ -121,7 +122,16 @@ def snapshot_of(call: Call) -> CallSnapshot:
         trunk=call.trunk.uniqueid if call.trunk else "",
         members=tuple(call.members),
         channels=tuple(
-            ChannelSnapshot(c.uniqueid, c.name, c.role.value, c.extension, c.caller_num, c.exten, c.recording)
+            ChannelSnapshot(
+                c.uniqueid,
+                c.name,
+                c.role.value,
+                c.extension,
+                c.caller_num,
+                c.exten,
+                c.recording,
+                c.connected_num,
+            )
             for c in call.channels.values()
         ),
     )
@@ -155,6 +165,7 @@ def call_from(snap: CallSnapshot) -> Call:
         chan = Channel(
             c.uniqueid, c.name, Role(c.role), c.extension, call, c.caller_num, c.exten, c.recording
         )
+        chan.connected_num = c.connected_num
         call.channels[c.uniqueid] = chan
         if c.uniqueid == snap.trunk:
             call.trunk = chan

@@ -26,7 +26,7 @@ def end_records(call: Call, ts: float) -> list[CallRecord]:
     if call.direction is Direction.INBOUND:
         out.append(record(call, Event.END, **values))
     else:
-        out.append(record(call, Event.OUT_END, caller_id=call.internal, **values))
+        out.append(record(call, Event.OUT_END, **values))
     if rec_id:
         out.append(record(call, Event.RECORD, call_id_with_rec=rec_id))
     return out

@@ -24,6 +24,7 @@ class ChannelSnapshot:
     caller_num: str = ""
     exten: str = ""
     recording: bool = False
+    connected_num: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,3 +111,4 @@ class EndFacts:
     rung: tuple[str, ...] = ()  # extensions the CDR shows were rung
     disposition: str = ""  # Novofon disposition the CDR implies for an unanswered call
     source: str = ""  # "cdr", "recording" or "" (the last event seen)
+    forwarded_to: str = ""  # the outside number that answered an inbound call forwarded through the trunk

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from bridge.calls.disposition import PBX_GAVE_UP
 from bridge.calls.events import ChannelEvent, Kind, LiveChannel
 from bridge.calls.model import (
     CAUSE_UNKNOWN,
@@ -33,7 +34,8 @@ from bridge.calls.model import (
     snapshot_of,
     uniqueid_order,
 )
-from bridge.calls.numbers import normalise
+from bridge.calls.numbers import is_ascii_digits, normalise
+from bridge.calls.outside import dialled_number, outbound_caller_id
 from bridge.calls.records import CallRecord, Event
 from bridge.calls.report import end_records, record
 from bridge.calls.settings import TrackerSettings
@@ -44,7 +46,6 @@ __all__ = ["Call", "Channel", "Direction", "Role", "Tracker", "TrackerSettings",
 STATE_UP = 6
 CAUSE_ANSWERED_ELSEWHERE = 26
 PBX_REFUSAL_CAUSES = frozenset({17, 34})  # user busy, circuit/channel congestion
-PBX_GAVE_UP = frozenset({"NOANSWER", "BUSY", "CONGESTION", "CHANUNAVAIL"})
 
 
 class Tracker:
@@ -171,6 +172,9 @@ class Tracker:
         live_by_id = {c.uniqueid: c for c in live}
         default_end = lost_at if lost_at is not None else now
         gone: dict[int, list[Channel]] = {}
+        # Calls that ended here: what is left of them (the far leg of a call forwarded to a mobile,
+        # still hanging up) is no new call to adopt.
+        ended: set[str] = set()
         for uid, chan in self._channels.items():
             if uid not in live_by_id:
                 gone.setdefault(id(chan.call), []).append(chan)
@@ -182,6 +186,8 @@ class Tracker:
                 end = self._apply_facts(call, facts.get(call.linkedid), default_end, out)
             for chan in chans:
                 self._drop_channel(chan, end, CAUSE_UNKNOWN, out)
+            if self._calls.get(call.linkedid) is not call:
+                ended.update((call.linkedid, *call.aliases))
         # Adopt unknown channels: each call's first channel (Uniqueid == Linkedid) first, then by
         # age and Uniqueid sequence (ages have a one-second resolution).
         order = sorted(
@@ -189,7 +195,7 @@ class Tracker:
             key=lambda c: (c.uniqueid != c.linkedid, -c.age, uniqueid_order(c.uniqueid)),
         )
         for lc in order:
-            if lc.uniqueid in self._channels:
+            if lc.uniqueid in self._channels or lc.linkedid in ended:
                 continue
             ev = ChannelEvent(
                 Kind.NEW,
@@ -202,6 +208,7 @@ class Tracker:
                 lc.caller_name,
                 lc.context,
                 lc.did or lc.exten,
+                connected_num=lc.connected_num,
             )
             self._on_new(ev, out, adopted=True)
             if lc.recording:
@@ -215,6 +222,13 @@ class Tracker:
                 call.direction is Direction.OUTBOUND and live_chan is call.trunk
             ):
                 self._answer(call, live_chan.extension, max(now - lc.age, call.started_at), out)
+            elif (
+                call.direction is Direction.INBOUND
+                and live_chan.role is Role.TRUNK
+                and live_chan is not call.trunk
+            ):
+                number = self._forward_number(live_chan)
+                self._answer_forwarded(call, number, max(now - lc.age, call.started_at), out)
         return out
 
     def _apply_facts(
@@ -227,6 +241,8 @@ class Tracker:
             for ext in (*f.rung, f.answered_by):
                 if ext and ext not in call.rung:
                     self._ring(call, ext, out)
+        if call.answered_at is None and f.forwarded_to and not f.answered_by and f.answered_at is not None:
+            self._answer_forwarded(call, f.forwarded_to, max(f.answered_at, call.started_at), out)
         if call.answered_at is None and (f.answered_by or f.answered_at is not None):
             at = f.answered_at if f.answered_at is not None else call.last_seen
             ext = f.answered_by or call.internal
@@ -258,6 +274,7 @@ class Tracker:
         self._mark(call)
         role, ext = self._classify(ev.channel)
         chan = Channel(ev.uniqueid, ev.channel, role, ext, call, ev.caller_num, ev.exten)
+        chan.connected_num = ev.connected_num
         self._channels[ev.uniqueid] = chan
         first = not call.channels
         call.channels[ev.uniqueid] = chan
@@ -295,6 +312,7 @@ class Tracker:
         chan = self._touch(ev)
         if chan is not None:
             chan.caller_num = ev.caller_num
+            self._connected_line(chan, ev.connected_num)
 
     def _on_dial_begin(self, ev: ChannelEvent, out: list[CallRecord]) -> None:
         dest = self._channels.get(ev.dest_uniqueid)
@@ -311,6 +329,8 @@ class Tracker:
             caller = self._channels.get(ev.uniqueid)
             number = number or ev.exten or (caller.exten if caller else "")
             self._start_outbound(call, dest, number, ev.ts, out)
+        elif dest.role is Role.TRUNK and call.direction is Direction.INBOUND and dest is not call.trunk:
+            self._forward_begins(dest, ev)
 
     def _ring(self, call: Call, extension: str, out: list[CallRecord]) -> None:
         call.rung.append(extension)
@@ -323,6 +343,7 @@ class Tracker:
         call.direction = Direction.OUTBOUND
         call.trunk = trunk
         call.destination = self._num(number)
+        call.caller_id = self._outbound_caller_id(call)
         root = next(iter(call.channels.values()))
         call.internal = call.root_internal or (
             root.caller_num if self._internal.match(root.caller_num) else ""
@@ -343,6 +364,9 @@ class Tracker:
             and ev.uniqueid == call.trunk.uniqueid
         ):
             call.outer_results.append(status)
+        if call.direction is Direction.INBOUND and dest.role is Role.TRUNK and dest is not call.trunk:
+            self._forward_ends(call, dest, ev, out)
+            return
         relevant = (call.direction is Direction.INBOUND and dest.role is Role.INTERNAL) or (
             call.direction is Direction.OUTBOUND and dest is call.trunk
         )
@@ -361,7 +385,7 @@ class Tracker:
             call.internal = extension
             out.append(record(call, Event.ANSWER, destination=extension))
         else:
-            out.append(record(call, Event.ANSWER, caller_id=call.internal, destination=call.destination))
+            out.append(record(call, Event.ANSWER, destination=call.destination))
 
     def _on_bridge(self, ev: ChannelEvent, out: list[CallRecord]) -> None:
         chan = self._touch(ev)
@@ -401,6 +425,7 @@ class Tracker:
             and call.direction is Direction.INBOUND
             and call.answered_at is None
             and not _pbx_refused(call, ev.cause)
+            and not (ev.state == STATE_UP and _pbx_gave_up(call))
         ):
             call.caller_hung_up = True  # the caller's own side hung up while it rang
 
@@ -408,6 +433,45 @@ class Tracker:
         chan = self._channels.get(ev.uniqueid)
         if chan is not None:
             self._drop_channel(chan, ev.ts, ev.cause, out)
+
+    # -- forwarding to an outside number, the outbound caller ID (issue 8) ---------------------
+    def _forward_begins(self, dest: Channel, ev: ChannelEvent) -> None:
+        """An inbound call dials out through the trunk (follow-me, forwarding to a mobile): still
+        the same inbound call; remember the number that leg dials."""
+        dest.exten = dialled_number(ev.dial_string, dest.caller_num, self.settings.country_code)
+
+    def _forward_ends(self, call: Call, dest: Channel, ev: ChannelEvent, out: list[CallRecord]) -> None:
+        if ev.dial_status != "ANSWER":
+            call.dial_results.append(ev.dial_status)
+        else:
+            self._answer_forwarded(call, self._forward_number(dest), ev.ts, out)
+
+    def _forward_number(self, dest: Channel) -> str:
+        if is_ascii_digits(dest.exten):  # what _forward_begins found
+            return dest.exten
+        return dialled_number("", dest.caller_num, self.settings.country_code)  # an adopted leg
+
+    def _answer_forwarded(self, call: Call, number: str, ts: float, out: list[CallRecord]) -> None:
+        """Answered by the outside number: ANSWER names it in ``destination``; ``internal`` stays the
+        employee whose phone rang before (if any): whose forwarding it is."""
+        if call.answered_at is not None:
+            return
+        call.answered_at = ts
+        out.append(record(call, Event.ANSWER, destination=number))
+
+    def _connected_line(self, chan: Channel, number: str) -> None:
+        """A channel's connected line changed; on an outbound call's trunk leg that is the caller ID
+        the called party sees (the dialplan's CALLERID(num) before Dial)."""
+        if not number or number == chan.connected_num:
+            return
+        chan.connected_num = number
+        call = chan.call
+        if call.direction is Direction.OUTBOUND and chan is call.trunk:
+            call.caller_id = self._outbound_caller_id(call)
+
+    def _outbound_caller_id(self, call: Call) -> str:
+        s, presented = self.settings, call.trunk.connected_num if call.trunk else ""
+        return outbound_caller_id(presented, call.destination, s.default_did, self._internal, s.country_code)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _mark(self, call: Call) -> None:
@@ -459,7 +523,14 @@ def _pbx_refused(call: Call, cause: int) -> bool:
     """The HangupRequest on the caller's channel is the PBX's own refusal, not the caller: after
     the ringing ended (NOANSWER, BUSY, ...) FreePBX plays Busy()/Congestion(), which chan_pjsip
     answers with 486/503 and then requests the hangup itself, with that cause (17 / 34)."""
-    return cause in PBX_REFUSAL_CAUSES and any(s in PBX_GAVE_UP for s in call.outer_results)
+    return cause in PBX_REFUSAL_CAUSES and _pbx_gave_up(call)
+
+
+def _pbx_gave_up(call: Call) -> bool:
+    """A Dial/Queue of the call's own channel ended unanswered (no answer, busy...). When the PBX
+    then answered the caller itself (voicemail, an announcement: the caller's channel is Up), the
+    caller hanging up there did not cancel a ringing call: the ringing had already ended."""
+    return any(status in PBX_GAVE_UP for status in call.outer_results)
 
 
 def _name(caller_name: str) -> str:

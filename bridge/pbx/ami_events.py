@@ -62,6 +62,7 @@ def to_channel_event(msg: AmiMessage, now: float) -> ChannelEvent | None:
             "dest_channel": g("DestChannel", ""),
             "dial_status": g("DialStatus", ""),
             "dial_string": g("DialString", ""),
+            "connected_num": g("ConnectedLineNum", ""),
         }
     )
 
@@ -103,4 +104,5 @@ def to_live_channel(msg: AmiMessage) -> LiveChannel:
         exten=g("Exten", ""),
         age=_duration(g("Duration", "0")),
         bridged=bool(g("BridgeId")),
+        connected_num=g("ConnectedLineNum", ""),
     )

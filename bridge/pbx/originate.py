@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from bridge.calls.numbers import InvalidNumber, check_extension, check_phone, parse_phone, pretty
+from bridge.calls.numbers import InvalidNumber, check_extension, check_phone, normalise, parse_phone, pretty
 from bridge.calls.records import CallRecord, Event, make
 from bridge.config import Config
 from bridge.errors import PermanentFailure, RetryLater
@@ -249,6 +249,9 @@ class _Pending:
     channels: set[str] = field(default_factory=set)  # live channels of the call (by Linkedid)
     answered: bool = False  # the employee's phone answered
     cause: int | None = None  # the employee's channel's hangup cause
+    # The number the client would have seen (--from / the line, else pbx.default_did): an outbound
+    # record's caller_id is never the extension (that is ``internal``).
+    caller_id: str = ""
 
 
 class Originator:
@@ -298,7 +301,8 @@ class Originator:
         now = time.time()
         self._forget_older_than(now - self.cfg.pbx.max_call_age)
         start = datetime.fromtimestamp(now, self._tz).strftime("%Y-%m-%d %H:%M:%S")
-        self._pending[chan] = _Pending(extension, phone, start, now)
+        line = did or normalise(self.cfg.pbx.default_did, self.cfg.pbx.country_code)
+        self._pending[chan] = _Pending(extension, phone, start, now, caller_id=line)
         caller_id = callback_caller_id(self.cfg, phone, name)
         try:
             if self.stasis is not None:
@@ -396,7 +400,7 @@ class Originator:
             {
                 "call_start": call.call_start,
                 "pbx_call_id": f"out_{chan}",
-                "caller_id": call.internal,
+                "caller_id": call.caller_id,
                 "destination": call.phone,
                 "internal": call.internal,
                 "duration": "0",

@@ -190,10 +190,15 @@ async def test_outbound_answered(
     rec = records[-1].fields["call_id_with_rec"]
     assert shape(records, "out_") == [
         {"event": "NOTIFY_OUT_START", "internal": "101", "destination": L.NUM_ANSWER},
-        {"event": "NOTIFY_ANSWER", "caller_id": "101", "destination": L.NUM_ANSWER, "internal": "101"},
+        {
+            "event": "NOTIFY_ANSWER",
+            "caller_id": L.LAB_OUTBOUND_CID,
+            "destination": L.NUM_ANSWER,
+            "internal": "101",
+        },
         {
             "event": "NOTIFY_OUT_END",
-            "caller_id": "101",
+            "caller_id": L.LAB_OUTBOUND_CID,
             "destination": L.NUM_ANSWER,
             "internal": "101",
             "duration": "2",
@@ -226,7 +231,7 @@ async def test_outbound_busy(daemon: tuple[App, MemorySink], phones: AmiConnecti
         {"event": "NOTIFY_OUT_START", "internal": "102", "destination": L.NUM_BUSY},
         {
             "event": "NOTIFY_OUT_END",
-            "caller_id": "102",
+            "caller_id": L.LAB_OUTBOUND_CID,
             "destination": L.NUM_BUSY,
             "internal": "102",
             **end_fields(duration="0", disposition="busy", status_code="17"),
@@ -245,7 +250,7 @@ async def test_outbound_no_answer(
         {"event": "NOTIFY_OUT_START", "internal": "101", "destination": L.NUM_NOANSWER},
         {
             "event": "NOTIFY_OUT_END",
-            "caller_id": "101",
+            "caller_id": L.LAB_OUTBOUND_CID,
             "destination": L.NUM_NOANSWER,
             "internal": "101",
             **end_fields(duration="0", disposition="no answer", status_code=NO_ANSWER_CAUSE[lab_profile]),

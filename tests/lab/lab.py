@@ -65,7 +65,6 @@ DID_FORWARD = "74950000109"  # forwarded through the trunk to NUM_MOBILE (follow
 DID_IVR = "74950000110"  # answered by the PBX itself (Answer, Playback, WaitExten 30)
 DID_VOICEMAIL = "74950000111"  # rings 103 for RING_TIMEOUT s, then voicemail
 DID_TRANSFER = "74950000112"  # rings 105 only (105 answers; the test then transfers)
-LAB_OUTBOUND_CID = "74950000100"  # the number clients see on outbound calls
 DID_ROUTES = {
     DID_GROUP: "PJSIP/101&PJSIP/102",
     DID_101: "PJSIP/101",
@@ -83,6 +82,16 @@ GROUP_TIMEOUT = 3  # seconds the Local ring group rings (shorter than the member
 LONG_RING_TIMEOUT = 60
 DIAL_TIMEOUT = 5  # seconds an outbound call rings before "no answer"
 
+# Numbers the provider answers for outbound calls.
+NUM_ANSWER = "79001110001"
+NUM_BUSY = "79002220002"
+NUM_NOANSWER = "79003330003"
+NUM_TEST = "79991234567"  # the sysadmin's test number from SPECS.md; answers
+NUM_MOBILE = "79004440004"  # an employee's mobile phone: rings 1 s, answers, echoes
+
+# The number clients see on outbound calls (plain: NOVOFON_CALLERID in [novofon-settings]).
+LAB_OUTBOUND_CID = "74950000100"
+
 LAB_ROUTES = f"""exten => {DID_QUEUE},1,NoOp(lab: a queue that gives up after {QUEUE_TIMEOUT} s)
  same => n,Gosub(novofon-settings,s,1)
  same => n,Gosub(novofon-record,s,1)
@@ -98,14 +107,24 @@ exten => {DID_LONG},1,NoOp(lab: rings 103 for a long time)
  same => n,Gosub(novofon-record,s,1)
  same => n,Dial(PJSIP/103,{LONG_RING_TIMEOUT})
  same => n,Goto(novofon-dial-result,${{DIALSTATUS}},1)
+exten => {DID_FORWARD},1,NoOp(lab: forwarded to an employee's mobile through the office's outgoing route)
+ same => n,Gosub(novofon-settings,s,1)
+ same => n,Gosub(novofon-record,s,1)
+ same => n,Dial(Local/{NUM_MOBILE}@novofon-outgoing,${{NOVOFON_DIAL_TIMEOUT}})
+ same => n,Goto(novofon-dial-result,${{DIALSTATUS}},1)
+exten => {DID_IVR},1,NoOp(lab: a voice menu the PBX answers itself)
+ same => n,Gosub(novofon-settings,s,1)
+ same => n,Answer()
+ same => n,Playback(hello-world)
+ same => n,WaitExten(30)
+ same => n,Hangup()
+exten => {DID_VOICEMAIL},1,NoOp(lab: rings 103, then voicemail)
+ same => n,Gosub(novofon-settings,s,1)
+ same => n,Gosub(novofon-record,s,1)
+ same => n,Dial(PJSIP/103,{RING_TIMEOUT})
+ same => n,VoiceMail(103@default,su)
+ same => n,Hangup()
 """
-
-# Numbers the provider answers for outbound calls.
-NUM_ANSWER = "79001110001"
-NUM_BUSY = "79002220002"
-NUM_NOANSWER = "79003330003"
-NUM_TEST = "79991234567"  # the sysadmin's test number from SPECS.md; answers
-NUM_MOBILE = "79004440004"  # an employee's mobile: rings 1 s, answers, echoes
 
 MODULES = [
     "res_pjproject.so",
@@ -145,6 +164,8 @@ MODULES = [
     "app_playback.so",
     "app_echo.so",
     "app_mixmonitor.so",
+    "app_voicemail.so",  # DID_VOICEMAIL: VoiceMail() after nobody answered
+    "app_record.so",
     "app_stack.so",
     "app_exec.so",
     "res_speech.so",
@@ -400,7 +421,7 @@ maxfiles = 4096
 """,
         )
         extra = freepbx().EXTRA_MODULES if inst is PBX and self.profile == "freepbx" else []
-        modules = "\n".join(f"load = {m}" for m in [*MODULES, *extra])
+        modules = "\n".join(f"load = {m}" for m in dict.fromkeys([*MODULES, *extra]))
         self._write(inst, "modules.conf", f"[modules]\nautoload = no\n{modules}\n")
         self._write(
             inst,
@@ -519,6 +540,8 @@ write = all
             "NOVOFON_RECORDINGS_DIR=/var/spool/asterisk/monitor",
             f"NOVOFON_RECORDINGS_DIR={PBX.base}/spool/monitor",
         )
+        # The number clients see on outbound calls, as the README asks the sysadmin to set it.
+        text = _sub(text, "Set(NOVOFON_CALLERID=)", f"Set(NOVOFON_CALLERID={LAB_OUTBOUND_CID})")
         # Short timeouts so that "no answer" tests take seconds, not a minute.
         text = _sub(text, "NOVOFON_RING_TIMEOUT=30", f"NOVOFON_RING_TIMEOUT={RING_TIMEOUT}")
         text = _sub(text, "NOVOFON_DIAL_TIMEOUT=60", f"NOVOFON_DIAL_TIMEOUT={DIAL_TIMEOUT}")
@@ -534,6 +557,12 @@ write = all
             "queues.conf",
             "[general]\nshared_lastcall = no\n\n[lab-queue]\nstrategy = ringall\ntimeout = 15\n"
             "retry = 1\njoinempty = yes\nleavewhenempty = no\nmember => Local/103@from-internal/n\n",
+        )
+        # DID_VOICEMAIL's mailbox (messages go to <spool>/voicemail/default/103).
+        self._write(
+            PBX,
+            "voicemail.conf",
+            "[general]\nformat = wav\nmaxsecs = 60\n\n[default]\n103 => 1234,Employee 103\n",
         )
 
     def _render_provider(self) -> None:
@@ -578,18 +607,18 @@ exten => {NUM_ANSWER},1,Ringing()
  same => n,Answer()
  same => n,Echo()
 exten => {NUM_TEST},1,Goto({NUM_ANSWER},1)
+exten => {NUM_MOBILE},1,Ringing()
+ same => n,Wait(1)
+ same => n,Answer()
+ same => n,Echo()
+; Novofon takes the number as 8XXXXXXXXXX or +7XXXXXXXXXX too, and maps it to 7XXXXXXXXXX.
+exten => _8XXXXXXXXXX,1,Goto(7${{EXTEN:1}},1)
+exten => _+7XXXXXXXXXX,1,Goto(${{EXTEN:1}},1)
 exten => {NUM_BUSY},1,Ringing()
  same => n,Wait(0.5)
  same => n,Hangup(17)
 exten => {NUM_NOANSWER},1,Ringing()
  same => n,Wait(3600)
-exten => {NUM_MOBILE},1,Ringing()
- same => n,Wait(1)
- same => n,Answer()
- same => n,Echo()
-; Novofon takes the number as 7XXXXXXXXXX, 8XXXXXXXXXX or +7XXXXXXXXXX.
-exten => _8XXXXXXXXXX,1,Goto(7${{EXTEN:1}},1)
-exten => _+7XXXXXXXXXX,1,Goto(${{EXTEN:1}},1)
 exten => _X.,1,Hangup(1)
 
 [to-pbx]

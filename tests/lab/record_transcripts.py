@@ -21,6 +21,8 @@ from tests.lab.capture import Capture
 
 OUT = Path(__file__).resolve().parents[1] / "transcripts"
 NAME = "Иван Петров"
+IVR_TALK = 2  # the caller hangs up 2 s into the voice menu
+VOICEMAIL_TALK = 10  # ... 10 s after voicemail answered: past the greeting and the beep, while recording
 
 
 async def _idle(lab: L.Lab) -> None:
@@ -63,6 +65,12 @@ async def main() -> None:
         "outbound_answered": lambda: call_out(phones, "101", L.NUM_ANSWER),
         "outbound_busy": lambda: call_out(phones, "102", L.NUM_BUSY),
         "outbound_no_answer": lambda: call_out(phones, "101", L.NUM_NOANSWER),
+        # Field scenarios (issue 8): forwarding to a mobile, a voice menu, voicemail, numbers as dialled.
+        "inbound_forward_mobile": lambda: call_in(provider, L.DID_FORWARD, name=NAME),
+        "inbound_ivr_hangup": lambda: call_in(provider, L.DID_IVR, name=NAME, talk=IVR_TALK),
+        "inbound_voicemail": lambda: call_in(provider, L.DID_VOICEMAIL, name=NAME, talk=VOICEMAIL_TALK),
+        "outbound_dialled_8": lambda: call_out(phones, "101", "8" + L.NUM_ANSWER[1:]),
+        "outbound_dialled_plus7": lambda: call_out(phones, "102", "+" + L.NUM_ANSWER),
     }
     wanted = args or list(scenarios)
     unknown = set(wanted) - set(scenarios)

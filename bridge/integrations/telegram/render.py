@@ -73,7 +73,8 @@ def fold(view: dict[str, Any], r: CallRecord) -> dict[str, Any]:
     if ev is Event.INTERNAL and f["internal"] not in v["rung"]:
         v["rung"] = [*v["rung"], f["internal"]]
     if ev is Event.ANSWER:
-        v["answered_by"] = f["internal"]
+        # A call forwarded to a mobile is answered by that number (``destination``), no extension.
+        v["answered_by"] = f["internal"] or pretty(f["destination"])
     if ev in (Event.END, Event.OUT_END):
         v["ended"] = True
         v["disposition"] = f["disposition"]

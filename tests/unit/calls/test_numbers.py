@@ -71,7 +71,14 @@ def test_an_admin_pattern_with_backslash_d_still_takes_ascii_only() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("8 (900) 123-45-67", "79001234567"), ("+7 900 123 45 67", "79001234567"), ("112", "112")],
+    [
+        ("8 (900) 123-45-67", "79001234567"),
+        ("+7 900 123 45 67", "79001234567"),
+        ("+7 (900) 123-45-67", "79001234567"),
+        ("89001234567", "79001234567"),
+        ("+79001234567", "79001234567"),
+        ("112", "112"),
+    ],
 )
 def test_typed_phone_numbers_are_normalised(raw: str, expected: str) -> None:
     assert parse_phone(raw) == expected

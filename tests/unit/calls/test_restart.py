@@ -4,6 +4,7 @@ with the employee and the answered/missed class it would have had."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -22,6 +23,10 @@ NAMES = [
     "inbound_queue_cancel",
     "outbound_answered",
     "outbound_busy",
+    "inbound_forward_mobile",
+    "inbound_ivr_hangup",
+    "inbound_voicemail",
+    "outbound_dialled_8",
 ]
 ONCE = {"NOTIFY_START", "NOTIFY_OUT_START", "NOTIFY_ANSWER", "NOTIFY_END", "NOTIFY_OUT_END"}
 ENDS = {"NOTIFY_END", "NOTIFY_OUT_END"}
@@ -54,6 +59,8 @@ def live_after(evs: list[ChannelEvent], now: float) -> list[LiveChannel]:
             chans[ev.uniqueid], state[ev.uniqueid] = ev, ev.state
         elif ev.kind is Kind.STATE and ev.uniqueid in state:
             state[ev.uniqueid] = ev.state
+        elif ev.kind is Kind.CALLERID and ev.uniqueid in chans:  # CoreShowChannels lists today's
+            chans[ev.uniqueid] = dataclasses.replace(chans[ev.uniqueid], caller_num=ev.caller_num)
         elif ev.kind is Kind.HANGUP:
             chans.pop(ev.uniqueid, None)
     return [

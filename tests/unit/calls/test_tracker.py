@@ -76,6 +76,31 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
         ("NOTIFY_OUT_START", "101"),
         ("NOTIFY_OUT_END", "101", "no answer", "19", "0", "0"),
     ],
+    # Field scenarios (issue 8); their exact fields: tests/unit/calls/test_field_scenarios.py.
+    "inbound_forward_mobile": [
+        ("NOTIFY_START",),
+        ("NOTIFY_ANSWER", ""),
+        ("NOTIFY_END", "", "answered", "16", "2", "1"),
+        ("NOTIFY_RECORD",),
+    ],
+    "inbound_ivr_hangup": [("NOTIFY_START",), ("NOTIFY_END", "", "cancel", "16", "0", "0")],
+    "inbound_voicemail": [
+        ("NOTIFY_START",),
+        ("NOTIFY_INTERNAL", "103"),
+        ("NOTIFY_END", "103", "no answer", "16", "0", "0"),
+    ],
+    "outbound_dialled_8": [
+        ("NOTIFY_OUT_START", "101"),
+        ("NOTIFY_ANSWER", "101"),
+        ("NOTIFY_OUT_END", "101", "answered", "16", "2", "1"),
+        ("NOTIFY_RECORD",),
+    ],
+    "outbound_dialled_plus7": [
+        ("NOTIFY_OUT_START", "102"),
+        ("NOTIFY_ANSWER", "102"),
+        ("NOTIFY_OUT_END", "102", "answered", "16", "2", "1"),
+        ("NOTIFY_RECORD",),
+    ],
 }
 KEYS = ("event", "internal", "disposition", "status_code", "duration", "is_recorded")
 

@@ -84,7 +84,7 @@ async def test_telegram_callback_result_names_the_leg_that_failed(
     state = StateStore(store.db)
     fields = {
         "call_start": "2026-11-29 10:00:00",
-        "caller_id": "104",
+        "caller_id": "74950000100",
         "destination": "79001110001",
         "internal": "104",
         "duration": "0",

@@ -242,3 +242,17 @@ async def test_click_to_call_with_a_hostile_phone_is_refused_at_the_door_and_at_
     (dead,) = d.jobs.list("dead")
     assert "не похож на телефонный номер" in (dead.last_error or "")
     assert ami.names() == ["Login"]
+
+
+@pytest.mark.parametrize("typed", ["+7 (900) 123-45-67", "8 900 123-45-67", "89001234567", "+79001234567"])
+async def test_click_to_call_takes_the_number_as_bitrix24_writes_it(
+    daemon: tuple[Daemon, FakeBitrix], ami: FakeAmi, typed: str
+) -> None:
+    """A CRM card holds "+7 (900) 123-45-67" or "8 900 …": the PBX dials 79001234567."""
+    d, bitrix = daemon
+    bitrix.users = [bx_user(50, "102")]
+    await d.sync.sync_all()
+    assert d.clicks.accept({"CALL_ID": "externalCall.9", "USER_ID": "50", "PHONE_NUMBER": typed}) == "queued"
+    await d.jobs.work()
+    (originate,) = ami.of("Originate")
+    assert (originate["Channel"], originate["Exten"]) == ("PJSIP/102", "79001234567")

@@ -83,6 +83,12 @@ async def test_ari_refusal_closes_the_call_with_the_employees_outcome(fake: Fake
         f"out_{CHAN}",
         "failed",
     )
+    # caller_id: the number the client would have seen, never the extension (no line, no default_did:
+    # unknown); with a line, that line.
+    assert (record.fields["caller_id"], record.fields["internal"]) == ("", "109")
+    with pytest.raises(PermanentFailure):
+        await calls.ring("109", "79001110001", "nbc2-0001", did="74950000100")
+    assert published[-1].fields["caller_id"] == "74950000100"
     await sup.client.close()
 
 
@@ -104,6 +110,7 @@ async def test_employee_never_answers(dial: str, cause: str, disposition: str, l
     (record,) = published
     f = record.fields
     assert (f["event"], f["internal"], f["destination"]) == ("NOTIFY_OUT_END", "104", "79001110001")
+    assert f["caller_id"] == "74951234567"  # the line the client would have seen, never the extension
     assert (f["disposition"], f["status_code"], f["duration"]) == (disposition, cause, "0")
     assert record.meta["callback_leg"] == "employee" and record.meta["leg_end"] == leg_end
 
@@ -143,4 +150,4 @@ async def test_once_the_trunk_is_dialled_the_tracker_reports() -> None:
 
 
 def _pending(ext: str) -> _Pending:
-    return _Pending(ext, "79001110001", "2026-01-01 10:00:00", 0.0)
+    return _Pending(ext, "79001110001", "2026-01-01 10:00:00", 0.0, caller_id="74951234567")

@@ -1,0 +1,230 @@
+"""Issue 8's field scenarios on transcripts recorded from the real lab: the exact records the tracker
+makes for forwarding to a mobile, a voice menu, voicemail, numbers dialled as 8…/+7… and the caller
+ID of outbound calls (tests/integration/test_field_scenarios.py runs the same calls live)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from bridge.calls.events import Kind
+from bridge.calls.records import CallRecord
+from bridge.calls.snapshot import CallSnapshot
+from bridge.calls.tracker import Tracker, TrackerSettings
+from tests.lab import lab as L
+from tests.transcripts import events, replay
+
+CALLER = "79581114585"  # the lab's caller, sent by the provider as 89581114585
+
+
+def fields(records: list[CallRecord]) -> list[dict[str, str]]:
+    """Every record's fields but the per-call id and start time (one call, checked)."""
+    assert len({r.pbx_call_id for r in records}) == 1
+    assert len({r.fields.get("call_start") for r in records} - {None}) == 1
+    return [{k: v for k, v in r.fields.items() if k not in ("pbx_call_id", "call_start")} for r in records]
+
+
+def rec_id(records: list[CallRecord]) -> str:
+    return records[-1].fields["call_id_with_rec"]
+
+
+def test_forwarded_to_a_mobile_is_one_inbound_call_answered_by_that_number() -> None:
+    records = replay("inbound_forward_mobile")
+    assert records[0].pbx_call_id.startswith("in_")
+    rec = rec_id(records)
+    assert fields(records) == [
+        {"event": "NOTIFY_START", "caller_id": CALLER, "called_did": L.DID_FORWARD},
+        {"event": "NOTIFY_ANSWER", "caller_id": CALLER, "destination": L.NUM_MOBILE, "internal": ""},
+        {
+            "event": "NOTIFY_END",
+            "caller_id": CALLER,
+            "called_did": L.DID_FORWARD,
+            "internal": "",
+            "duration": "2",
+            "disposition": "answered",
+            "status_code": "16",
+            "is_recorded": "1",
+            "call_id_with_rec": rec,
+        },
+        {"event": "NOTIFY_RECORD", "call_id_with_rec": rec},
+    ]
+
+
+def test_forwarded_call_rung_out_unanswered_is_missed() -> None:
+    """The mobile's leg ends NOANSWER: no ANSWER, the call is not answered."""
+    evs = [
+        dataclasses.replace(e, dial_status="NOANSWER")
+        if e.kind is Kind.DIAL_END and e.channel.startswith("Local/")
+        else e
+        for e in events("inbound_forward_mobile")
+        if not (e.kind is Kind.DIAL_END and e.channel.startswith("PJSIP/novofon"))
+    ]
+    tracker = Tracker()
+    records = [r for e in evs for r in tracker.feed(e)]
+    assert [r.fields["event"] for r in records] == ["NOTIFY_START", "NOTIFY_END"]
+    assert records[-1].fields["disposition"] != "answered"
+
+
+def test_ivr_hangup_is_exactly_one_end_and_a_cancel() -> None:
+    assert fields(replay("inbound_ivr_hangup")) == [
+        {"event": "NOTIFY_START", "caller_id": CALLER, "called_did": L.DID_IVR},
+        {
+            "event": "NOTIFY_END",
+            "caller_id": CALLER,
+            "called_did": L.DID_IVR,
+            "internal": "",
+            "duration": "0",
+            "disposition": "cancel",
+            "status_code": "16",
+            "is_recorded": "0",
+            "call_id_with_rec": "",
+        },
+    ]
+
+
+def test_voicemail_after_nobody_answered_is_no_answer() -> None:
+    """The PBX answered into VoiceMail and the caller hung up while leaving a message: still missed,
+    and "no answer" (the ringing ended by the PBX), not "cancel"."""
+    assert fields(replay("inbound_voicemail")) == [
+        {"event": "NOTIFY_START", "caller_id": CALLER, "called_did": L.DID_VOICEMAIL},
+        {"event": "NOTIFY_INTERNAL", "caller_id": CALLER, "called_did": L.DID_VOICEMAIL, "internal": "103"},
+        {
+            "event": "NOTIFY_END",
+            "caller_id": CALLER,
+            "called_did": L.DID_VOICEMAIL,
+            "internal": "103",
+            "duration": "0",
+            "disposition": "no answer",
+            "status_code": "16",
+            "is_recorded": "0",
+            "call_id_with_rec": "",
+        },
+    ]
+
+
+def outbound(ext: str, records: list[CallRecord], cid: str = L.LAB_OUTBOUND_CID) -> list[dict[str, str]]:
+    rec = rec_id(records)
+    return [
+        {"event": "NOTIFY_OUT_START", "internal": ext, "destination": L.NUM_ANSWER},
+        {"event": "NOTIFY_ANSWER", "caller_id": cid, "destination": L.NUM_ANSWER, "internal": ext},
+        {
+            "event": "NOTIFY_OUT_END",
+            "caller_id": cid,
+            "destination": L.NUM_ANSWER,
+            "internal": ext,
+            "duration": "2",
+            "disposition": "answered",
+            "status_code": "16",
+            "is_recorded": "1",
+            "call_id_with_rec": rec,
+        },
+        {"event": "NOTIFY_RECORD", "call_id_with_rec": rec},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "ext", "dialled"),
+    [
+        ("outbound_answered", "101", L.NUM_ANSWER),
+        ("outbound_dialled_8", "101", "8" + L.NUM_ANSWER[1:]),
+        ("outbound_dialled_plus7", "102", "+" + L.NUM_ANSWER),
+    ],
+)
+def test_outbound_number_as_dialled_is_normalised(name: str, ext: str, dialled: str) -> None:
+    first = events(name)[0]
+    assert (first.channel.startswith(f"PJSIP/{ext}-"), first.exten) == (True, dialled)
+    records = replay(name)
+    assert fields(records) == outbound(ext, records)
+
+
+def test_outbound_caller_id_follows_the_trunk_legs_connected_line() -> None:
+    """The caller ID comes from the trunk leg (what its INVITE presents), not from the employee's
+    channel: a different number there changes the records."""
+    evs = [
+        dataclasses.replace(e, connected_num="+7 (495) 000-00-99")
+        if e.kind is Kind.CALLERID and e.channel.startswith("PJSIP/novofon")
+        else e
+        for e in events("outbound_answered")
+    ]
+    tracker = Tracker()
+    records = [r for e in evs for r in tracker.feed(e)]
+    assert fields(records) == outbound("101", records, cid="74950000099")
+
+
+@pytest.mark.parametrize(("default_did", "expected"), [("", ""), ("84950000001", "74950000001")])
+def test_outbound_caller_id_never_falls_back_to_the_extension(default_did: str, expected: str) -> None:
+    """NOVOFON_CALLERID left empty: the trunk leg presents the extension (101); Novofon puts the
+    account's number on the call, which the bridge takes to be pbx.default_did."""
+    evs = [
+        dataclasses.replace(e, connected_num="101")
+        if e.kind is Kind.CALLERID and e.channel.startswith("PJSIP/novofon")
+        else e
+        for e in events("outbound_answered")
+    ]
+    tracker = Tracker(TrackerSettings(default_did=default_did))
+    records = [r for e in evs for r in tracker.feed(e)]
+    assert {r.fields["caller_id"] for r in records if "caller_id" in r.fields} == {expected}
+    assert {r.fields["internal"] for r in records if "internal" in r.fields} == {"101"}
+
+
+def _restarted(name: str, cut: int) -> list[CallRecord]:
+    """Feed ``name`` up to event ``cut``, snapshot through JSON into a new tracker, feed the rest."""
+    evs = events(name)
+    first = Tracker(persist=True)
+    before = [r for e in evs[:cut] for r in first.feed(e)]
+    snaps = [CallSnapshot.from_json(s.to_json()) for s in first.take_changes().saved]
+    second = Tracker(persist=True)
+    assert second.restore(snaps) == 1
+    return before + [r for e in evs[cut:] for r in second.feed(e)]
+
+
+@pytest.mark.parametrize("name", ["inbound_forward_mobile", "outbound_dialled_8", "inbound_voicemail"])
+def test_snapshots_keep_what_these_scenarios_need(name: str) -> None:
+    """A restart after the trunk leg's caller ID / the forwarded leg's dial: same records."""
+    evs = events(name)
+    cut = 1 + next(
+        i
+        for i, e in enumerate(evs)
+        if (e.kind is Kind.DIAL_BEGIN and "novofon" in e.dest_channel) or e.dial_status == "NOANSWER"
+    )
+    assert fields(_restarted(name, cut)) == fields(replay(name))
+    snap = CallSnapshot.from_json(_snapshot_json(name, cut))
+    assert snap.channels and CallSnapshot.from_json(snap.to_json()) == snap
+
+
+def _snapshot_json(name: str, cut: int) -> str:
+    tracker = Tracker(persist=True)
+    for e in events(name)[:cut]:
+        tracker.feed(e)
+    (snap,) = tracker.take_changes().saved
+    return snap.to_json()
+
+
+def test_snapshot_keeps_the_trunk_legs_connected_line() -> None:
+    evs = events("outbound_dialled_8")
+    cut = next(i for i, e in enumerate(evs) if e.kind is Kind.DIAL_BEGIN) + 1
+    snap = CallSnapshot.from_json(_snapshot_json("outbound_dialled_8", cut))
+    trunk = [c for c in snap.channels if c.name.startswith("PJSIP/novofon")]
+    assert [c.connected_num for c in trunk] == [L.LAB_OUTBOUND_CID]
+
+
+def test_a_forwarded_call_that_ended_unseen_is_answered_by_the_mobile_per_the_cdr() -> None:
+    """The link was down from the forwarded leg's dial to the end: the CDR says who answered."""
+    from bridge.calls.backfill import Backfill, group
+    from bridge.pbx.cdr import CsvCdr
+    from tests.transcripts import DIR
+
+    (cdr_call,) = group(CsvCdr(DIR / "inbound_forward_mobile.cdr.csv").read(0.0))
+    facts = Backfill(TrackerSettings()).facts(cdr_call)
+    assert facts.forwarded_to == L.NUM_MOBILE and facts.answered_by == ""
+    evs = events("inbound_forward_mobile")
+    cut = next(i for i, e in enumerate(evs) if e.kind is Kind.DIAL_BEGIN and "novofon" in e.dest_channel) + 1
+    tracker = Tracker()
+    before = [r for e in evs[:cut] for r in tracker.feed(e)]
+    linkedid = evs[0].linkedid
+    after = tracker.resync([], now=evs[-1].ts + 60, lost_at=evs[cut].ts, facts={linkedid: facts})
+    got = fields(before + after)
+    assert [r["event"] for r in got] == ["NOTIFY_START", "NOTIFY_ANSWER", "NOTIFY_END", "NOTIFY_RECORD"]
+    assert got[1]["destination"] == L.NUM_MOBILE
+    assert (got[2]["disposition"], got[2]["duration"]) == ("answered", "2")
