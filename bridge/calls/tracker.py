@@ -61,6 +61,7 @@ class Tracker:
             Kind.DIAL_BEGIN: self._on_dial_begin,
             Kind.DIAL_END: self._on_dial_end,
             Kind.BRIDGE: self._on_bridge,
+            Kind.TRANSFER: self._on_transfer,
             Kind.RECORDING: self._on_recording,
             Kind.HANGUP: self._on_hangup,
             Kind.HANGUP_REQUEST: self._on_hangup_request,
@@ -331,6 +332,7 @@ class Tracker:
         dest = self._channels.get(ev.dest_uniqueid)
         if dest is None:
             return
+        self._follow_pickup(ev, dest, out)
         call = dest.call
         call.last_seen = ev.ts
         self._mark(call)
@@ -353,6 +355,7 @@ class Tracker:
 
     def _answer(self, call: Call, extension: str, ts: float, out: list[CallRecord]) -> None:
         if call.answered_at is not None:
+            self._take_over(call, extension, out)
             return
         call.answered_at = ts
         if call.direction is Direction.INBOUND:
@@ -372,14 +375,63 @@ class Tracker:
             self._calls[ev.linkedid] = chan.call
             chan.call.aliases.append(ev.linkedid)
         elif target is not chan.call:
-            old = chan.call
-            del old.channels[chan.uniqueid]
-            chan.call = target
-            target.channels[chan.uniqueid] = chan
-            target.members.append(chan.uniqueid)
-            self._mark(target)
-            if not old.channels:
-                self._finish(old, ev.ts, out)
+            self._move(chan, target, ev.ts, out)
+
+    def _move(self, chan: Channel, target: Call, ts: float, out: list[CallRecord]) -> None:
+        """``chan`` now belongs to ``target``; the call it leaves ends when it was the last one."""
+        old = chan.call
+        del old.channels[chan.uniqueid]
+        chan.call = target
+        target.channels[chan.uniqueid] = chan
+        target.members.append(chan.uniqueid)
+        self._mark(target)
+        if not old.channels:
+            self._finish(old, ts, out)
+
+    # -- transfers and pickups -----------------------------------------------------------------
+    # Blind transfer (REFER to an extension): the caller's own channel dials the new employee, so
+    # DialBegin/DialEnd of the same call tell it; the answer after the first one is a take-over.
+    # Attended transfer (REFER with Replaces): the consultation's callee is joined to the caller;
+    # its channel's Linkedid changes without an event, AttendedTransfer names both channels.
+    # Pickup: Asterisk swaps the picking phone's channel into the ringing one (a masquerade), and
+    # the Dial that rang reports its answer with the picking phone's Uniqueid, still in its own call.
+    def _on_transfer(self, ev: ChannelEvent, out: list[CallRecord]) -> None:
+        target = self._touch(ev)
+        transferee = self._channels.get(ev.dest_uniqueid)
+        if target is None or transferee is None:
+            return
+        call = transferee.call
+        if target.call is not call:
+            if call.direction is Direction.UNKNOWN:  # the REFER came on the consultation's line
+                target, transferee, call = transferee, target, target.call
+            if call.direction is Direction.UNKNOWN or target.call.direction is not Direction.UNKNOWN:
+                return  # two internal calls, or two reported ones: the Linkedids tell
+            self._move(target, call, ev.ts, out)
+        call.last_seen = ev.ts
+        if call.answered_at is not None and target.role is Role.INTERNAL:
+            self._take_over(call, target.extension, out)
+
+    def _follow_pickup(self, ev: ChannelEvent, dest: Channel, out: list[CallRecord]) -> None:
+        """A Dial's answer from a channel of an internal-only call is a pickup: that phone's call
+        (its dialling of the pickup code) joins the call that rang."""
+        caller = self._channels.get(ev.uniqueid)
+        if (
+            caller is not None
+            and caller.call is not dest.call
+            and caller.call.direction is not Direction.UNKNOWN
+            and dest.call.direction is Direction.UNKNOWN
+        ):
+            self._move(dest, caller.call, ev.ts, out)
+
+    def _take_over(self, call: Call, extension: str, out: list[CallRecord]) -> None:
+        """Another employee took over an answered inbound call (a transfer): INTERNAL when their
+        phone never rang on it, ANSWER; the END names whoever has the call last."""
+        if call.direction is not Direction.INBOUND or not extension or extension == call.internal:
+            return
+        if extension not in call.rung:
+            self._ring(call, extension, out)
+        call.internal = extension
+        out.append(record(call, Event.ANSWER, destination=extension))
 
     def _on_recording(self, ev: ChannelEvent, out: list[CallRecord]) -> None:
         chan = self._touch(ev)

@@ -5,8 +5,9 @@
   README says (trunk login, DID routes). This is the Asterisk novofon-bridge watches.
 - ``provider`` (127.0.0.12): plays Novofon — a registrar with digest auth for the trunk, numbers
   that answer, are busy or never answer, and a way to place inbound calls towards the PBX.
-- ``phones``   (127.0.0.13): plays the employees' handsets, registered to the PBX as 101…104
-  (101 answers and stays; 102 answers and hangs up after 3 s; 103 never answers; 104 is busy)
+- ``phones``   (127.0.0.13): plays the employees' handsets, registered to the PBX as 101…105
+  (101 answers and stays; 102 answers and hangs up after 3 s; 103 never answers; 104 is busy;
+  105 answers and waits for the test to drive it: transfers by SIP REFER, see tests/lab/calls.py)
   and able to dial out as any of them.
 
 Rendering only substitutes addresses, credentials and DID routes in the installed snippets, so a
@@ -43,7 +44,7 @@ ARI_PORT = 8088  # http.conf's port, on the lab PBX's own address
 ARI_PASSWORD = "lab-ari-password"
 TRUNK_LOGIN = "712345"
 TRUNK_PASSWORD = "lab-trunk-password"
-EXTENSIONS = ("101", "102", "103", "104")
+EXTENSIONS = ("101", "102", "103", "104", "105")
 
 # DIDs the provider can call: each routes to one behaviour on the PBX.
 DID_GROUP = "74950000100"  # rings 101 and 102 together
@@ -54,12 +55,14 @@ DID_QUEUE = "74950000105"  # a Queue (member 103 via Local, never answers) that 
 DID_LOCAL_GROUP = "74950000106"  # a ring group of Local/…@from-internal channels (103, 104): no answer
 DID_LONG = "74950000107"  # 103 rings for LONG_RING_TIMEOUT s (a call still ringing across a restart)
 DID_ROUTED = "74950000108"  # asks novofon-bridge (AGI) whom to ring first; else rings 103 (no answer)
+DID_TRANSFER = "74950000112"  # rings 105 only (105 answers; the test then transfers the call)
 DID_ROUTES = {
     DID_GROUP: "PJSIP/101&PJSIP/102",
     DID_101: "PJSIP/101",
     DID_103: "PJSIP/103",
     DID_104: "PJSIP/104",
     DID_ROUTED: "PJSIP/103",
+    DID_TRANSFER: "PJSIP/105",
 }
 # Only DID_ROUTED asks the daemon (the other DIDs keep their exact records); the daemon under
 # test listens for FastAGI on this lab's own port.
@@ -87,6 +90,11 @@ exten => {DID_LONG},1,NoOp(lab: rings 103 for a long time)
  same => n,Dial(PJSIP/103,{LONG_RING_TIMEOUT})
  same => n,Goto(novofon-dial-result,${{DIALSTATUS}},1)
 """
+
+# Feature codes the office's phones dial, as FreePBX's: **<ext> picks up <ext>'s ringing call,
+# *8 any ringing call of the phone's pickup group (every handset is in call/pickup group 1).
+PICKUP_DIRECTED = "**"
+PICKUP_GROUP = "*8"
 
 # Numbers the provider answers for outbound calls.
 NUM_ANSWER = "79001110001"
@@ -147,6 +155,9 @@ MODULES = [
     "func_cut.so",
     "bridge_simple.so",
     "bridge_native_rtp.so",
+    "res_pjsip_refer.so",  # transfers by SIP REFER (blind, and attended with Replaces)
+    "app_transfer.so",  # Transfer(): how a lab handset sends its REFER
+    "app_directed_pickup.so",  # Pickup() / PickupChan(): **<ext> and *8
     "res_clioriginate.so",
     "res_http_websocket.so",
     "res_websocket_client.so",
@@ -236,6 +247,8 @@ direct_media=no
 rtp_symmetric=yes
 force_rport=yes
 rewrite_contact=yes
+call_group=1
+pickup_group=1
 
 [phone-auth](!)
 type=auth
@@ -271,6 +284,13 @@ exten => _XXX,1,Dial(PJSIP/${{EXTEN}},{RING_TIMEOUT})
  same => n,Goto(office-dial-result,${{DIALSTATUS}},1)
 exten => _X.,1,Goto(novofon-outgoing,${{EXTEN}},1)
 exten => _+X.,1,Goto(novofon-outgoing,${{EXTEN:1}},1)
+; Call pickup, FreePBX's codes: **<ext> picks up that phone's ringing call (a colleague's call
+; dialled here, else whatever rings it), *8 any ringing call of the phone's pickup group.
+exten => _{PICKUP_DIRECTED}XXX,1,Pickup(${{EXTEN:2}}@from-internal)
+ same => n,PickupChan(PJSIP/${{EXTEN:2}})
+ same => n,Hangup()
+exten => {PICKUP_GROUP},1,Pickup()
+ same => n,Hangup()
 
 [office-dial-result]
 exten => BUSY,1,Hangup(17)
@@ -626,6 +646,16 @@ exten => 102,1,Ringing()
 exten => 103,1,Ringing()
  same => n,Wait(3600)
 exten => 104,1,Hangup(17)
+exten => 105,1,Ringing()
+ same => n,Wait(1)
+ same => n,Answer()
+ same => n,Set(GLOBAL(HANDSET_105)=${CHANNEL})
+ same => n,Wait(3600)
+
+[handset-transfer]
+; The handset's transfer key (the test redirects a call here): REFER to ${XFER_TO}, then hang up.
+exten => s,1,Transfer(${XFER_TO})
+ same => n,Hangup()
 
 [employee]
 ; What an employee does once the far side answers: talk for ${TALK} seconds, then hang up.
