@@ -207,7 +207,10 @@ class Tracker:
                 self._on_recording(ChannelEvent(Kind.RECORDING, now, lc.uniqueid, lc.linkedid), out)
         for lc in live_by_id.values():
             live_chan = self._channels.get(lc.uniqueid)
-            if live_chan is None or lc.state != STATE_UP or live_chan.call.answered_at is not None:
+            if live_chan is None or lc.state != STATE_UP:
+                continue
+            if live_chan.call.answered_at is not None:
+                self._resync_take_over(live_chan, out)
                 continue
             call = live_chan.call
             if (call.direction is Direction.INBOUND and live_chan.role is Role.INTERNAL) or (
@@ -230,6 +233,8 @@ class Tracker:
             at = f.answered_at if f.answered_at is not None else call.last_seen
             ext = f.answered_by or call.internal
             self._answer(call, ext, max(at, call.started_at), out)
+        elif f.answered_by:
+            self._take_over(call, f.answered_by, out)  # transferred while nobody listened
         if call.answered_at is None and f.disposition:
             call.end_disposition = f.disposition
         end = f.ended_at if f.ended_at is not None else default_end
@@ -422,6 +427,15 @@ class Tracker:
             and dest.call.direction is Direction.UNKNOWN
         ):
             self._move(dest, caller.call, ev.ts, out)
+
+    def _resync_take_over(self, chan: Channel, out: list[CallRecord]) -> None:
+        """After an outage: an employee's phone talks in an answered inbound call whose employee
+        has no channel left in it: the call was transferred while nobody listened."""
+        call = chan.call
+        if chan.role is Role.INTERNAL and not any(
+            c.extension == call.internal for c in call.channels.values()
+        ):
+            self._take_over(call, chan.extension, out)
 
     def _take_over(self, call: Call, extension: str, out: list[CallRecord]) -> None:
         """Another employee took over an answered inbound call (a transfer): INTERNAL when their
