@@ -94,6 +94,8 @@ def test_a_blind_transfer_keeps_no_extension_as_the_did() -> None:
 
 
 def test_the_consultation_of_an_attended_transfer_is_not_reported() -> None:
-    consultation = [c for c in cdr_calls("inbound_attended_transfer") if c not in reported("inbound_attended_transfer")]
+    consultation = [
+        c for c in cdr_calls("inbound_attended_transfer") if c not in reported("inbound_attended_transfer")
+    ]
     assert [c.root.channel[:10] for c in consultation] == ["PJSIP/105-"]
     assert Backfill(TrackerSettings()).records(consultation[0], recorded=False) == []

@@ -178,7 +178,10 @@ def test_restart_anywhere_emits_nothing_twice_and_ends_once(name: str) -> None:
             continue
         assert {r.pbx_call_id for r in got} == {baseline[0].pbx_call_id}, where
         for event in ONCE:
-            assert sum(r.fields["event"] == event for r in got) <= 1 or event == "NOTIFY_ANSWER", (where, event)
+            assert sum(r.fields["event"] == event for r in got) <= 1 or event == "NOTIFY_ANSWER", (
+                where,
+                event,
+            )
         internals = [r.fields["internal"] for r in got if r.fields["event"] == "NOTIFY_INTERNAL"]
         assert len(internals) == len(set(internals)), where
         # One ANSWER per employee who took the call (a transfer's new employee answers again).
