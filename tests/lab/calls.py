@@ -74,13 +74,20 @@ async def _until_var(
         await asyncio.sleep(0.1)
 
 
-async def handset_105_call(phones: AmiConnection) -> str:
-    """The phones-side channel of the call 105 answered last (its dialplan names it); forgotten
-    once read, so that the next call waits for its own."""
-    channel = await _until_var(phones, "HANDSET_105")
-    result = await phones.action("Setvar", {"Variable": "HANDSET_105", "Value": ""})
-    assert result.ok, result.response
-    return channel
+async def handset_105_call(phones: AmiConnection, timeout: float = 15) -> str:
+    """The phones-side channel of the call 105 answered (its dialplan names it in HANDSET_105);
+    forgotten once read, and a name left by an earlier call that is gone is skipped."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        channel = (await phones.action("Getvar", {"Variable": "HANDSET_105"})).response.get("Value", "")
+        if channel and channel != "(null)":
+            state = await phones.action("Getvar", {"Channel": channel, "Variable": "CHANNEL(state)"})
+            result = await phones.action("Setvar", {"Variable": "HANDSET_105", "Value": ""})
+            assert result.ok, result.response
+            if state.ok and state.response.get("Value") == "Up":
+                return channel
+        await asyncio.sleep(0.1)
+    raise AssertionError("phones: 105 answered no call")
 
 
 async def _refer(phones: AmiConnection, channel: str, refer_to: str) -> None:
