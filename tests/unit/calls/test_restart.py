@@ -138,9 +138,14 @@ def answer_unseen(name: str, committed: int, back: int) -> bool:
     return gone and any(e.kind is Kind.HANGUP for e in evs[back:])
 
 
-# Calls another phone answered than the one that rang (a pickup): when that answer is unseen
-# (answer_unseen), the END can only name the phone that rang.
-PICKED_UP = {"inbound_pickup_directed", "inbound_pickup_group"}
+# Calls that another phone than the first one rung had at the end (a pickup, a transfer): when an
+# answer is unseen (answer_unseen), the END can only name a phone it saw.
+TAKEN_OVER = {
+    "inbound_pickup_directed",
+    "inbound_pickup_group",
+    "inbound_blind_transfer",
+    "inbound_attended_transfer",
+}
 
 
 def transfer_unseen(name: str, committed: int, back: int) -> bool:
@@ -157,6 +162,20 @@ def transfer_unseen(name: str, committed: int, back: int) -> bool:
         e.kind is Kind.HANGUP and e.linkedid == call and e.uniqueid not in (target, transferee)
         for e in evs[back:]
     )
+
+
+def take_over_unseen(name: str, committed: int, back: int) -> bool:
+    """Another employee took the call over (a later answer, a transfer) and hung up while nobody
+    listened; the caller was still there when the link came back: the END names a phone it saw."""
+    evs = events(name)
+    answers = [i for i, e in enumerate(evs) if e.kind is Kind.DIAL_END and e.dial_status == "ANSWER"]
+    takers = {
+        (e.uniqueid if e.kind is Kind.TRANSFER else e.dest_uniqueid)
+        for i, e in enumerate(evs)
+        if committed <= i < back and (e.kind is Kind.TRANSFER or i in answers[1:])
+    }
+    gone = any(e.kind is Kind.HANGUP and e.uniqueid in takers for e in evs[:back])
+    return gone and any(e.kind is Kind.HANGUP for e in evs[back:])
 
 
 def cuts(name: str) -> list[tuple[int, int]]:
@@ -190,8 +209,10 @@ def test_restart_anywhere_emits_nothing_twice_and_ends_once(name: str) -> None:
         (end,) = [r.fields for r in got if r.fields["event"] in ENDS]
         if legs_unseen(name, committed, back):
             continue
-        limit = (name in PICKED_UP and answer_unseen(name, committed, back)) or transfer_unseen(
-            name, committed, back
+        limit = (
+            (name in TAKEN_OVER and answer_unseen(name, committed, back))
+            or transfer_unseen(name, committed, back)
+            or take_over_unseen(name, committed, back)
         )
         if limit:
             assert end["internal"] in {r.fields.get("internal") for r in baseline}, where
