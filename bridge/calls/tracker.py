@@ -445,6 +445,7 @@ class Tracker:
         if extension not in call.rung:
             self._ring(call, extension, out)
         call.internal = extension
+        self._mark(call)  # the snapshot committed with this ANSWER names the new employee
         out.append(record(call, Event.ANSWER, destination=extension))
 
     def _on_recording(self, ev: ChannelEvent, out: list[CallRecord]) -> None:

@@ -3,7 +3,7 @@ the exact records, and the paths a live lab rarely takes."""
 
 from __future__ import annotations
 
-from bridge.calls.events import ChannelEvent, Kind
+from bridge.calls.events import ChannelEvent, Kind, LiveChannel
 from bridge.calls.records import CallRecord
 from bridge.calls.snapshot import CallSnapshot
 from bridge.calls.tracker import Tracker
@@ -206,3 +206,27 @@ def test_an_unanswered_blind_transfer_leaves_the_call_with_who_answered() -> Non
         ("NOTIFY_INTERNAL", "103", None),
         ("NOTIFY_END", "105", "answered"),
     ]
+
+
+def test_a_transfer_during_an_outage_is_found_by_the_resync() -> None:
+    """The link came back after 105 transferred the call to 101: 105's channel is gone, 101's
+    talks in the call. INTERNAL and ANSWER for 101, and the snapshot committed with them names 101."""
+    t = Tracker(persist=True)
+    _answered_call(t)
+    t.take_changes()
+    live = [
+        LiveChannel("in", "in", "PJSIP/novofon-01", 6, "79000000001", "", "from-novofon", "101", 9.0, True),
+        LiveChannel("x", "in", "PJSIP/101-07", 6, "101", "", "from-internal", "", 3.0, True),
+    ]
+    out = t.resync(live, 1_700_000_010, lost_at=1_700_000_005)
+    assert [(r.fields["event"], r.fields["internal"]) for r in out] == [
+        ("NOTIFY_INTERNAL", "101"),
+        ("NOTIFY_ANSWER", "101"),
+    ]
+    (snap,) = t.take_changes().saved
+    assert (snap.internal, snap.rung) == ("101", ("105", "101"))
+    end = t.feed(_ev(Kind.HANGUP, "in", "in", cause=16, ts=1_700_000_011))
+    assert (
+        end == []
+        and t.feed(_ev(Kind.HANGUP, "x", "in", cause=16, ts=1_700_000_011))[0].fields["internal"] == "101"
+    )
