@@ -8,6 +8,12 @@ its outer half (``Local/…;1``; the names restart with Asterisk). FreePBX's dat
 
 The CDR does not say who ended an unanswered ring: a ring that lasted (nearly) the Dial or Queue
 timeout was the PBX giving up (``no answer``); a shorter one was the caller hanging up (``cancel``).
+
+Transfers and pickups leave one line per phone the caller talked to: a later answered line to
+another phone is that employee taking the call over (INTERNAL, ANSWER, and the END names them).
+A pickup swaps the picking phone into the ringing Dial: the rung phone's line is "answered" for
+0 s, and the next line of the same Dial (same lastdata) names the phone that picked up. cdr_csv
+overwrites the line's dst with the extension a blind transfer dialled: the DID is then unknown.
 """
 
 from __future__ import annotations
@@ -149,19 +155,22 @@ class Backfill:
     def facts(self, call: CdrCall) -> EndFacts:
         """How ``call`` went, in the tracker's terms (for a call it knew that ended unseen)."""
         direction = self.direction(call)
-        rung: list[str] = []
         answered: CdrRow | None = None
         answered_by = ""
-        for r in call.rows:
-            role, ext = self._role(r.dstchannel)
-            wanted = Role.INTERNAL if direction != "out" else Role.TRUNK
-            if role is Role.INTERNAL and ext not in rung:
-                rung.append(ext)
-            # An inbound call forwarded out through the trunk (to a mobile) is answered there too.
-            if (role is wanted or (direction == "in" and role is Role.TRUNK)) and (
-                r.disposition == "ANSWERED" and r.answer is not None and answered is None
-            ):
-                answered, answered_by = r, ext
+        if direction == "out":
+            for r in call.rows:
+                if self._role(r.dstchannel)[0] is Role.TRUNK and _answered(r) and answered is None:
+                    answered = r
+            rung = list(dict.fromkeys(e for r in call.rows if (e := self._role(r.dstchannel)[1])))
+        else:
+            steps = self._steps(call)
+            rung = [ext for kind, ext in steps if kind == "ring"]
+            answers = [(r, ext) for kind, ext, r in self._answers(call) if kind == "answer"]
+            if answers:  # answered first at ..., by whoever had the call last (a transfer's target)
+                answered, answered_by = answers[0][0], answers[-1][1]
+            else:  # an inbound call forwarded out through the trunk (to a mobile) is answered there
+                trunk_rows = (r for r in call.rows if self._role(r.dstchannel)[0] is Role.TRUNK)
+                answered = next((r for r in trunk_rows if _answered(r)), None)
         disposition = "" if answered else self._missed(call, direction)
         return EndFacts(
             ended_at=call.end,
@@ -174,6 +183,53 @@ class Backfill:
             if direction == "in" and answered and not answered_by
             else "",
         )
+
+    def _answers(self, call: CdrCall) -> list[tuple[str, str, CdrRow]]:
+        """Each line to a phone, in time order: ("ring", ext, line) for a phone that rang,
+        ("answer", ext, line) for one that talked (a pickup's phone answers without ringing)."""
+        rows = call.rows
+        out: list[tuple[str, str, CdrRow]] = []
+        picked: set[int] = set()
+        for i, r in enumerate(rows):
+            role, ext = self._role(r.dstchannel)
+            if role is not Role.INTERNAL:
+                continue
+            if i not in picked:
+                out.append(("ring", ext, r))
+            if not _answered(r):
+                continue
+            swap = next(
+                (
+                    j
+                    for j in range(i + 1, len(rows))
+                    if rows[j].channel == r.channel
+                    and rows[j].lastdata == r.lastdata
+                    and self._role(rows[j].dstchannel)[0] is Role.INTERNAL
+                    and rows[j].start - (r.end or 0) <= 1
+                ),
+                None,
+            )
+            if swap is not None and r.answer == r.end:  # a pickup's swap: this phone never talked
+                picked.add(swap)
+                continue
+            out.append(("answer", ext, r))
+        # In time order: every phone of a ring group rang before the first one answered.
+        return sorted(out, key=lambda step: step[2].start if step[0] == "ring" else step[2].answer or 0)
+
+    def _steps(self, call: CdrCall) -> list[tuple[str, str]]:
+        """The rings and answers Novofon reports, without repeats: a phone rings once; an answer
+        after the first is a take-over by another phone."""
+        steps: list[tuple[str, str]] = []
+        rung: set[str] = set()
+        current = ""
+        for kind, ext, _ in self._answers(call):
+            if kind == "ring" and ext not in rung:
+                rung.add(ext)
+                steps.append(("ring", ext))
+            elif kind == "answer" and ext != current:
+                current = ext
+                steps.append(("answer", ext))
+        return steps
 
     def _missed(self, call: CdrCall, direction: str) -> str:
         root = call.root
@@ -224,12 +280,20 @@ class Backfill:
         }
         out: list[CallRecord] = []
         if direction == "in":
-            did = root.did or (root.dst if root.dst[:1].isdigit() else self.s.default_did)
+            dialled = root.dst[:1].isdigit() and not self._internal.match(root.dst)  # not a transfer's
+            did = root.did or (root.dst if dialled else self.s.default_did)
             values["called_did"] = self._num(did)
-            values["internal"] = f.answered_by or (f.rung[0] if f.rung else "")
+            steps = self._steps(call)
+            answers = [ext for kind, ext in steps if kind == "answer"]
+            values["internal"] = answers[-1] if answers else (f.rung[0] if f.rung else "")
             out.append(make(Event.START, values, meta))
-            out += [make(Event.INTERNAL, {**values, "internal": ext}, meta) for ext in f.rung]
-            if f.answered_at is not None:
+            for kind, ext in steps:
+                step = {**values, "internal": ext}
+                if kind == "ring":
+                    out.append(make(Event.INTERNAL, step, meta))
+                else:
+                    out.append(make(Event.ANSWER, {**step, "destination": ext}, meta))
+            if f.answered_at is not None and not answers:  # forwarded to a mobile, or unseen
                 answered_by = f.answered_by or self._forwarded_to(call) or values["internal"]
                 out.append(make(Event.ANSWER, {**values, "destination": answered_by}, meta))
             out.append(make(Event.END, values, meta))
@@ -263,6 +327,10 @@ class Backfill:
         """The CDR call of a call the tracker knew (by any of its ids)."""
         ids = set(snapshot.ids)
         return next((c for c in calls if c.ids & ids), None)
+
+
+def _answered(r: CdrRow) -> bool:
+    return r.disposition == "ANSWERED" and r.answer is not None
 
 
 def _timeout(app: str, data: str) -> float | None:

@@ -13,6 +13,7 @@ class Kind(enum.Enum):
     DIAL_BEGIN = "dial_begin"  # channel `uniqueid` started dialling `dest_uniqueid`
     DIAL_END = "dial_end"  # ... and that attempt ended with `dial_status`
     BRIDGE = "bridge"  # channel entered a bridge (its linkedid may have changed: transfers)
+    TRANSFER = "transfer"  # an attended transfer joined channel `uniqueid` with `dest_uniqueid`
     RECORDING = "recording"  # MixMonitor started on the channel
     HANGUP = "hangup"  # the channel is gone, with `cause`
     HANGUP_REQUEST = "hangup_request"  # the channel's far end asked to hang up (a caller's BYE/CANCEL)

@@ -107,7 +107,7 @@ class EndFacts:
 
     ended_at: float | None = None
     answered_at: float | None = None
-    answered_by: str = ""  # extension that answered, when the CDR names one
+    answered_by: str = ""  # extension that answered (last, after a transfer), when the CDR names one
     rung: tuple[str, ...] = ()  # extensions the CDR shows were rung
     disposition: str = ""  # Novofon disposition the CDR implies for an unanswered call
     source: str = ""  # "cdr", "recording" or "" (the last event seen)

@@ -40,6 +40,7 @@ from bridge.calls.records import CallRecord, Event
 from bridge.calls.report import end_records, record
 from bridge.calls.settings import TrackerSettings
 from bridge.calls.snapshot import CallSnapshot, Changes, EndedCall, EndFacts
+from bridge.calls.takeover import TakeOvers
 
 __all__ = ["Call", "Channel", "Direction", "Role", "Tracker", "TrackerSettings", "classify_channel"]
 
@@ -48,7 +49,7 @@ CAUSE_ANSWERED_ELSEWHERE = 26
 PBX_REFUSAL_CAUSES = frozenset({17, 34})  # user busy, circuit/channel congestion
 
 
-class Tracker:
+class Tracker(TakeOvers):
     def __init__(self, settings: TrackerSettings | None = None, persist: bool = False) -> None:
         self.settings = s = settings or TrackerSettings()
         self._internal = re.compile(s.internal_pattern)
@@ -64,6 +65,7 @@ class Tracker:
             Kind.DIAL_BEGIN: self._on_dial_begin,
             Kind.DIAL_END: self._on_dial_end,
             Kind.BRIDGE: self._on_bridge,
+            Kind.TRANSFER: self._on_transfer,
             Kind.RECORDING: self._on_recording,
             Kind.HANGUP: self._on_hangup,
             Kind.HANGUP_REQUEST: self._on_hangup_request,
@@ -215,7 +217,10 @@ class Tracker:
                 self._on_recording(ChannelEvent(Kind.RECORDING, now, lc.uniqueid, lc.linkedid), out)
         for lc in live_by_id.values():
             live_chan = self._channels.get(lc.uniqueid)
-            if live_chan is None or lc.state != STATE_UP or live_chan.call.answered_at is not None:
+            if live_chan is None or lc.state != STATE_UP:
+                continue
+            if live_chan.call.answered_at is not None:
+                self._resync_take_over(live_chan, out)
                 continue
             call = live_chan.call
             if (call.direction is Direction.INBOUND and live_chan.role is Role.INTERNAL) or (
@@ -247,6 +252,8 @@ class Tracker:
             at = f.answered_at if f.answered_at is not None else call.last_seen
             ext = f.answered_by or call.internal
             self._answer(call, ext, max(at, call.started_at), out)
+        elif f.answered_by:
+            self._take_over(call, f.answered_by, out)  # transferred while nobody listened
         if call.answered_at is None and f.disposition:
             call.end_disposition = f.disposition
         end = f.ended_at if f.ended_at is not None else default_end
@@ -354,6 +361,7 @@ class Tracker:
         dest = self._channels.get(ev.dest_uniqueid)
         if dest is None:
             return
+        self._follow_pickup(ev, dest, out)
         call = dest.call
         call.last_seen = ev.ts
         self._mark(call)
@@ -379,6 +387,7 @@ class Tracker:
 
     def _answer(self, call: Call, extension: str, ts: float, out: list[CallRecord]) -> None:
         if call.answered_at is not None:
+            self._take_over(call, extension, out)
             return
         call.answered_at = ts
         if call.direction is Direction.INBOUND:
@@ -398,14 +407,18 @@ class Tracker:
             self._calls[ev.linkedid] = chan.call
             chan.call.aliases.append(ev.linkedid)
         elif target is not chan.call:
-            old = chan.call
-            del old.channels[chan.uniqueid]
-            chan.call = target
-            target.channels[chan.uniqueid] = chan
-            target.members.append(chan.uniqueid)
-            self._mark(target)
-            if not old.channels:
-                self._finish(old, ev.ts, out)
+            self._move(chan, target, ev.ts, out)
+
+    def _move(self, chan: Channel, target: Call, ts: float, out: list[CallRecord]) -> None:
+        """``chan`` now belongs to ``target``; the call it leaves ends when it was the last one."""
+        old = chan.call
+        del old.channels[chan.uniqueid]
+        chan.call = target
+        target.channels[chan.uniqueid] = chan
+        target.members.append(chan.uniqueid)
+        self._mark(target)
+        if not old.channels:
+            self._finish(old, ts, out)
 
     def _on_recording(self, ev: ChannelEvent, out: list[CallRecord]) -> None:
         chan = self._touch(ev)

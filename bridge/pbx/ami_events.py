@@ -12,6 +12,7 @@ KINDS: dict[str, Kind] = {
     "DialBegin": Kind.DIAL_BEGIN,
     "DialEnd": Kind.DIAL_END,
     "BridgeEnter": Kind.BRIDGE,
+    "AttendedTransfer": Kind.TRANSFER,
     "MixMonitorStart": Kind.RECORDING,
     "Hangup": Kind.HANGUP,
     "HangupRequest": Kind.HANGUP_REQUEST,
@@ -44,6 +45,8 @@ def to_channel_event(msg: AmiMessage, now: float) -> ChannelEvent | None:
         ts = float(ts_raw) if ts_raw else now
     except ValueError:
         ts = now
+    if kind is Kind.TRANSFER:
+        return _transfer(msg, ts)
     # Every field of ChannelEvent, in order (test_ami_events checks this matches the dataclass).
     return _event(
         {
@@ -64,6 +67,25 @@ def to_channel_event(msg: AmiMessage, now: float) -> ChannelEvent | None:
             "dial_string": g("DialString", ""),
             "connected_num": g("ConnectedLineNum", ""),
         }
+    )
+
+
+def _transfer(msg: AmiMessage, ts: float) -> ChannelEvent | None:
+    """AttendedTransfer: the transfer target (the consultation's callee) now talks with the
+    transferee (the held party). None when it failed or did not join two channels (DestType App,
+    a three-way call without a target...)."""
+    g = msg.get
+    target, transferee = g("TransferTargetUniqueid", ""), g("TransfereeUniqueid", "")
+    if g("Result") != "Success" or not target or not transferee:
+        return None
+    return ChannelEvent(
+        Kind.TRANSFER,
+        ts,
+        target,
+        g("TransferTargetLinkedid", ""),
+        g("TransferTargetChannel", ""),
+        dest_uniqueid=transferee,
+        dest_channel=g("TransfereeChannel", ""),
     )
 
 

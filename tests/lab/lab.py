@@ -7,7 +7,8 @@
   that answer, are busy or never answer, and a way to place inbound calls towards the PBX.
 - ``phones``   (127.0.0.13): plays the employees' handsets, registered to the PBX as 101…105
   (101 answers and stays; 102 answers and hangs up after 3 s; 103 never answers; 104 is busy;
-  105 answers and stays for the test to drive) and able to dial out as any of them.
+  105 answers and waits for the test to drive it: transfers by SIP REFER, see tests/lab/calls.py)
+  and able to dial out as any of them.
 
 The PBX comes in two profiles (``Lab(profile=…)``, ``up --profile``): ``plain`` (below) and
 ``freepbx`` (tests/lab/freepbx.py: FreePBX 17's generated dialplan, ``install --freepbx``).
@@ -71,6 +72,7 @@ DID_ROUTES = {
     DID_103: "PJSIP/103",
     DID_104: "PJSIP/104",
     DID_ROUTED: "PJSIP/103",
+    DID_TRANSFER: "PJSIP/105",
 }
 # Only DID_ROUTED asks the daemon (the other DIDs keep their exact records); the daemon under
 # test listens for FastAGI on this lab's own port.
@@ -125,6 +127,11 @@ exten => {DID_VOICEMAIL},1,NoOp(lab: rings 103, then voicemail)
  same => n,VoiceMail(103@default,su)
  same => n,Hangup()
 """
+
+# Feature codes the office's phones dial, as FreePBX's: **<ext> picks up <ext>'s ringing call,
+# *8 any ringing call of the phone's pickup group (every handset is in call/pickup group 1).
+PICKUP_DIRECTED = "**"
+PICKUP_GROUP = "*8"
 
 MODULES = [
     "res_pjproject.so",
@@ -181,6 +188,9 @@ MODULES = [
     "func_cut.so",
     "bridge_simple.so",
     "bridge_native_rtp.so",
+    "res_pjsip_refer.so",  # transfers by SIP REFER (blind, and attended with Replaces)
+    "app_transfer.so",  # Transfer(): how a lab handset sends its REFER
+    "app_directed_pickup.so",  # Pickup() / PickupChan(): **<ext> and *8
     "res_clioriginate.so",
     "res_http_websocket.so",
     "res_websocket_client.so",
@@ -270,6 +280,8 @@ direct_media=no
 rtp_symmetric=yes
 force_rport=yes
 rewrite_contact=yes
+call_group=1
+pickup_group=1
 
 [phone-auth](!)
 type=auth
@@ -305,6 +317,13 @@ exten => _XXX,1,Dial(PJSIP/${{EXTEN}},{RING_TIMEOUT})
  same => n,Goto(office-dial-result,${{DIALSTATUS}},1)
 exten => _X.,1,Goto(novofon-outgoing,${{EXTEN}},1)
 exten => _+X.,1,Goto(novofon-outgoing,${{EXTEN:1}},1)
+; Call pickup, FreePBX's codes: **<ext> picks up that phone's ringing call (a colleague's call
+; dialled here, else whatever rings it), *8 any ringing call of the phone's pickup group.
+exten => _{PICKUP_DIRECTED}XXX,1,Pickup(${{EXTEN:2}}@from-internal)
+ same => n,PickupChan(PJSIP/${{EXTEN:2}})
+ same => n,Hangup()
+exten => {PICKUP_GROUP},1,Pickup()
+ same => n,Hangup()
 
 [office-dial-result]
 exten => BUSY,1,Hangup(17)
@@ -693,7 +712,13 @@ exten => 104,1,Hangup(17)
 exten => 105,1,Ringing()
  same => n,Wait(1)
  same => n,Answer()
+ same => n,Set(GLOBAL(HANDSET_105)=${CHANNEL})
  same => n,Wait(3600)
+
+[handset-transfer]
+; The handset's transfer key (the test redirects a call here): REFER to ${XFER_TO}, then hang up.
+exten => s,1,Transfer(${XFER_TO})
+ same => n,Hangup()
 
 [employee]
 ; What an employee does once the far side answers: talk for ${TALK} seconds, then hang up.

@@ -16,7 +16,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tests.lab import lab as L
-from tests.lab.calls import call_in, call_out, open_instance
+from tests.lab.calls import (
+    attended_transfer,
+    blind_transfer,
+    call_in,
+    call_out,
+    consult,
+    handset_105_call,
+    open_instance,
+)
 from tests.lab.capture import Capture
 
 OUT = Path(__file__).resolve().parents[1] / "transcripts"
@@ -51,7 +59,27 @@ async def main() -> None:
         await asyncio.sleep(1.5)
         await provider.action("Hangup", {"Channel": f"/^PJSIP\\/{L.TRUNK_LOGIN}-/", "Cause": "16"})
 
+    async def transfer(attended: bool) -> None:
+        """105 answers a call on DID_TRANSFER, then transfers it to 101 (blind, or after talking
+        to 101 on a second line); the caller talks 6 s from 105's answer."""
+        await call_in(provider, L.DID_TRANSFER, talk=6, name=NAME)
+        channel = await handset_105_call(phones)
+        if attended:
+            await attended_transfer(phones, channel, await consult(phones, "101"), "101")
+        else:
+            await blind_transfer(phones, channel, "101")
+
+    async def pickup(code: str) -> None:
+        """101 picks up the call ringing 103 (DID_LONG) by dialling ``code``; talks 2 s."""
+        await call_in(provider, L.DID_LONG, name=NAME)
+        await asyncio.to_thread(lab.wait_for, L.PBX, "core show channels", r"PJSIP/103-\S+.*Ringing")
+        await call_out(phones, "101", code, talk=2)
+
     scenarios: dict[str, Callable[[], Awaitable[None]]] = {
+        "inbound_blind_transfer": lambda: transfer(attended=False),
+        "inbound_attended_transfer": lambda: transfer(attended=True),
+        "inbound_pickup_directed": lambda: pickup(L.PICKUP_DIRECTED + "103"),
+        "inbound_pickup_group": lambda: pickup(L.PICKUP_GROUP),
         "inbound_answered": lambda: call_in(provider, L.DID_101, name=NAME),
         "inbound_missed": lambda: call_in(provider, L.DID_103, name=NAME),
         "inbound_busy": lambda: call_in(provider, L.DID_104, name=NAME),

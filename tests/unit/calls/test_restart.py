@@ -27,6 +27,10 @@ NAMES = [
     "inbound_ivr_hangup",
     "inbound_voicemail",
     "outbound_dialled_8",
+    "inbound_blind_transfer",
+    "inbound_attended_transfer",
+    "inbound_pickup_directed",
+    "inbound_pickup_group",
 ]
 ONCE = {"NOTIFY_START", "NOTIFY_OUT_START", "NOTIFY_ANSWER", "NOTIFY_END", "NOTIFY_OUT_END"}
 ENDS = {"NOTIFY_END", "NOTIFY_OUT_END"}
@@ -54,19 +58,25 @@ def live_after(evs: list[ChannelEvent], now: float) -> list[LiveChannel]:
     """The channels CoreShowChannels would list once ``evs`` happened."""
     chans: dict[str, ChannelEvent] = {}
     state: dict[str, int] = {}
+    linked: dict[str, str] = {}
     for ev in evs:
         if ev.kind is Kind.NEW:
             chans[ev.uniqueid], state[ev.uniqueid] = ev, ev.state
+            linked[ev.uniqueid] = ev.linkedid
         elif ev.kind is Kind.STATE and ev.uniqueid in state:
             state[ev.uniqueid] = ev.state
         elif ev.kind is Kind.CALLERID and ev.uniqueid in chans:  # CoreShowChannels lists today's
             chans[ev.uniqueid] = dataclasses.replace(chans[ev.uniqueid], caller_num=ev.caller_num)
         elif ev.kind is Kind.HANGUP:
             chans.pop(ev.uniqueid, None)
+        elif ev.kind is Kind.TRANSFER and ev.uniqueid in linked and ev.dest_uniqueid in linked:
+            linked[ev.uniqueid] = linked[ev.dest_uniqueid]  # the target joins the transferee's call
+        elif ev.kind is Kind.DIAL_END and ev.dial_status == "ANSWER" and ev.dest_uniqueid in linked:
+            linked[ev.dest_uniqueid] = linked.get(ev.uniqueid, ev.linkedid)  # a pickup's phone joins
     return [
         LiveChannel(
-            e.uniqueid, e.linkedid, e.channel, state[e.uniqueid], e.caller_num, e.caller_name, e.context,
-            e.exten, age=float(int(now - e.ts)), bridged=False,
+            e.uniqueid, linked[e.uniqueid], e.channel, state[e.uniqueid], e.caller_num, e.caller_name,
+            e.context, e.exten, age=float(int(now - e.ts)), bridged=False,
         )
         for e in chans.values()
     ]  # fmt: skip
@@ -135,6 +145,46 @@ def answer_unseen(name: str, committed: int, back: int) -> bool:
     return gone and any(e.kind is Kind.HANGUP for e in evs[back:])
 
 
+# Calls that another phone than the first one rung had at the end (a pickup, a transfer): when an
+# answer is unseen (answer_unseen), the END can only name a phone it saw.
+TAKEN_OVER = {
+    "inbound_pickup_directed",
+    "inbound_pickup_group",
+    "inbound_blind_transfer",
+    "inbound_attended_transfer",
+}
+
+
+def transfer_unseen(name: str, committed: int, back: int) -> bool:
+    """An attended transfer happened while nobody listened, and the transferring employee's own
+    channel was still there when the link came back: the END names that employee (a known limit:
+    nothing tells which phone talks with the caller)."""
+    evs = events(name)
+    moves = [e for e in evs[committed:back] if e.kind is Kind.TRANSFER]
+    if not moves:
+        return False
+    target, transferee = moves[0].uniqueid, moves[0].dest_uniqueid
+    call = next(e.linkedid for e in evs if e.kind is Kind.NEW and e.uniqueid == transferee)
+    return any(
+        e.kind is Kind.HANGUP and e.linkedid == call and e.uniqueid not in (target, transferee)
+        for e in evs[back:]
+    )
+
+
+def take_over_unseen(name: str, committed: int, back: int) -> bool:
+    """Another employee took the call over (a later answer, a transfer) and hung up while nobody
+    listened; the caller was still there when the link came back: the END names a phone it saw."""
+    evs = events(name)
+    answers = [i for i, e in enumerate(evs) if e.kind is Kind.DIAL_END and e.dial_status == "ANSWER"]
+    takers = {
+        (e.uniqueid if e.kind is Kind.TRANSFER else e.dest_uniqueid)
+        for i, e in enumerate(evs)
+        if committed <= i < back and (e.kind is Kind.TRANSFER or i in answers[1:])
+    }
+    gone = any(e.kind is Kind.HANGUP and e.uniqueid in takers for e in evs[:back])
+    return gone and any(e.kind is Kind.HANGUP for e in evs[back:])
+
+
 def cuts(name: str) -> list[tuple[int, int]]:
     n = len(events(name))
     points = range(1, n + 1)
@@ -154,13 +204,26 @@ def test_restart_anywhere_emits_nothing_twice_and_ends_once(name: str) -> None:
             continue
         assert {r.pbx_call_id for r in got} == {baseline[0].pbx_call_id}, where
         for event in ONCE:
-            assert sum(r.fields["event"] == event for r in got) <= 1, (where, event)
+            assert sum(r.fields["event"] == event for r in got) <= 1 or event == "NOTIFY_ANSWER", (
+                where,
+                event,
+            )
         internals = [r.fields["internal"] for r in got if r.fields["event"] == "NOTIFY_INTERNAL"]
         assert len(internals) == len(set(internals)), where
+        # One ANSWER per employee who took the call (a transfer's new employee answers again).
+        answers = [r.fields["destination"] for r in got if r.fields["event"] == "NOTIFY_ANSWER"]
+        assert len(answers) == len(set(answers)), where
         (end,) = [r.fields for r in got if r.fields["event"] in ENDS]
         if legs_unseen(name, committed, back):
             continue
-        if base_end["disposition"] == "answered" or name.startswith("outbound"):
+        limit = (
+            (name in TAKEN_OVER and answer_unseen(name, committed, back))
+            or transfer_unseen(name, committed, back)
+            or take_over_unseen(name, committed, back)
+        )
+        if limit:
+            assert end["internal"] in {r.fields.get("internal") for r in baseline}, where
+        elif base_end["disposition"] == "answered" or name.startswith("outbound"):
             assert end["internal"] == base_end["internal"], where
         else:  # a missed call names one of the phones that rang
             assert end["internal"] in {r.fields.get("internal") for r in baseline}, where

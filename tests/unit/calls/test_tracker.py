@@ -101,6 +101,41 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
         ("NOTIFY_OUT_END", "102", "answered", "16", "2", "1"),
         ("NOTIFY_RECORD",),
     ],
+    # 105 answers, then transfers the call to 101 (REFER; attended: after a consultation call
+    # 105 -> 101 that reports nothing of its own): the END names 101, the talk counts from 105's answer.
+    "inbound_blind_transfer": [
+        ("NOTIFY_START",),
+        ("NOTIFY_INTERNAL", "105"),
+        ("NOTIFY_ANSWER", "105"),
+        ("NOTIFY_INTERNAL", "101"),
+        ("NOTIFY_ANSWER", "101"),
+        ("NOTIFY_END", "101", "answered", "16", "6", "1"),
+        ("NOTIFY_RECORD",),
+    ],
+    "inbound_attended_transfer": [
+        ("NOTIFY_START",),
+        ("NOTIFY_INTERNAL", "105"),
+        ("NOTIFY_ANSWER", "105"),
+        ("NOTIFY_INTERNAL", "101"),
+        ("NOTIFY_ANSWER", "101"),
+        ("NOTIFY_END", "101", "answered", "16", "6", "1"),
+        ("NOTIFY_RECORD",),
+    ],
+    # 103 rings; 101 picks the call up (**103, *8): answered by 101, never missed.
+    "inbound_pickup_directed": [
+        ("NOTIFY_START",),
+        ("NOTIFY_INTERNAL", "103"),
+        ("NOTIFY_ANSWER", "101"),
+        ("NOTIFY_END", "101", "answered", "16", "2", "1"),
+        ("NOTIFY_RECORD",),
+    ],
+    "inbound_pickup_group": [
+        ("NOTIFY_START",),
+        ("NOTIFY_INTERNAL", "103"),
+        ("NOTIFY_ANSWER", "101"),
+        ("NOTIFY_END", "101", "answered", "16", "2", "1"),
+        ("NOTIFY_RECORD",),
+    ],
 }
 KEYS = ("event", "internal", "disposition", "status_code", "duration", "is_recorded")
 
