@@ -7,7 +7,8 @@ earlier one is dead, so a replay after ``outbox retry`` goes register -> finish 
 
   inbound   first INTERNAL: register (TYPE 2) and show the card, in one ``batch`` request (the
             card pops up one round trip after the first ring); each later INTERNAL: show it to
-            that employee; ANSWER: hide it from those who did not answer; END: finish;
+            that employee; ANSWER: show it to who answered (a pickup's phone never rang) and hide
+            it from the others; END: finish;
   outbound  OUT_START: register (TYPE 1, LINE_NUMBER = our outbound number, card shown to the
             caller); OUT_END: finish (cancelled: 603-S; a call-back the employee declined: 603);
   RECORD    attachRecord (FILENAME + FILE_CONTENT) after finish.
@@ -124,6 +125,9 @@ class Bitrix24Sink:
         elif ev is Event.OUT_START:
             await self._register(r, st, f["internal"])
         elif ev is Event.ANSWER and r.meta.get("direction") == "in":
+            if f["internal"]:  # who answered sees the card, even if their phone never rang (a pickup)
+                await self._register(r, st, f["internal"], show=self._card_user(st, f["internal"]))
+                await self._show(r, st, f["internal"])
             await self._hide(r, st, keep=f["internal"])
         elif ev in (Event.END, Event.OUT_END):
             await self._register(r, st, f["internal"])

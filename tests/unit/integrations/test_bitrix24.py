@@ -118,6 +118,25 @@ async def test_the_first_ring_registers_and_shows_the_card_in_one_request(
     assert not store.list(State.DEAD)
 
 
+async def test_a_phone_that_picks_up_a_call_gets_the_card_and_the_ringing_phone_loses_it(
+    store: OutboxStore, http: Http, directory: Directory, bx: FakeBitrix
+) -> None:
+    bx.users.append(portal_user(13, "103", "Пётр Сидоров"))
+    directory.upsert(Employee("103", "Пётр", bitrix_user_id="13"))
+    records = replay("inbound_pickup_directed")  # START, INTERNAL 103, ANSWER 101 (picked up), END
+    assert [(r.event.value, r.fields.get("internal")) for r in records[1:3]] == [
+        ("NOTIFY_INTERNAL", "103"),
+        ("NOTIFY_ANSWER", "101"),
+    ]
+    await deliver(store, bitrix_sink(webhook(bx), http, store, directory), records)
+    (call,) = bx.calls.values()
+    assert call.shown - call.hidden == {"11"}  # 101 (user 11) answered: it has the card; 103's is hidden
+    shows = [p["USER_ID"] for m, p in bx.log if m == "telephony.externalcall.show"]
+    assert shows == ["13", "11"]
+    assert call.finish is not None and call.finish["USER_ID"] == "11"
+    assert not store.list(State.DEAD)
+
+
 async def test_a_refused_registration_in_the_batch_is_a_dead_letter_with_the_portal_reason(
     store: OutboxStore, http: Http, directory: Directory, bx: FakeBitrix
 ) -> None:
