@@ -13,7 +13,7 @@ class Kind(enum.Enum):
     DIAL_BEGIN = "dial_begin"  # channel `uniqueid` started dialling `dest_uniqueid`
     DIAL_END = "dial_end"  # ... and that attempt ended with `dial_status`
     BRIDGE = "bridge"  # channel entered a bridge (its linkedid may have changed: transfers)
-    RECORDING = "recording"  # MixMonitor started on the channel
+    RECORDING = "recording"  # MixMonitor started on the channel (``recording_file``: its file, when known)
     HANGUP = "hangup"  # the channel is gone, with `cause`
     HANGUP_REQUEST = "hangup_request"  # the channel's far end asked to hang up (a caller's BYE/CANCEL)
     SOFT_HANGUP_REQUEST = "soft_hangup_request"  # Asterisk itself hangs it up (dialplan, Dial, Queue)
@@ -36,6 +36,7 @@ class ChannelEvent:
     dest_channel: str = ""
     dial_status: str = ""
     dial_string: str = ""
+    recording_file: str = ""  # RECORDING: the file MixMonitor writes, as Asterisk names it
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +55,4 @@ class LiveChannel:
     bridged: bool
     recording: bool = False  # MixMonitor is running on it (its MIXMONITOR_FILENAME is set)
     did: str = ""  # the number the caller dialled (CALLERID(dnid)), read for an adopted trunk channel
+    recording_file: str = ""  # the value of its MIXMONITOR_FILENAME, read for an adopted channel
