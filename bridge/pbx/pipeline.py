@@ -244,6 +244,8 @@ class Pipeline:
             return self.recordings.resolve(named)
         if self.recordings.folder is None:
             return None
+        if r.meta.get("source", "").startswith("novofon-cloud"):  # HTTP, not our PBX: no search
+            return self.recordings.folder / f"{rec}.wav"
         found = self.recordings.find([rec], [time.time(), *self._start_of(r)])
         return found or self.recordings.folder / f"{rec}.wav"
 

@@ -258,3 +258,16 @@ def test_a_vanished_recorded_call_ends_when_its_named_file_was_last_written(tmp_
     c.source = None
     (facts,) = c.facts([snap], []).values()
     assert (facts.ended_at, facts.source) == (1000.0, "recording")
+
+
+def test_a_cloud_record_never_searches_the_folder(tmp_path: Path) -> None:
+    """Records from Novofon's cloud (HTTP) keep the plain name; the folder is not scanned for them."""
+    folder = tmp_path / "monitor"
+    day = datetime.now(ZoneInfo("Europe/Moscow")).strftime("%Y/%m/%d")
+    (folder / day).mkdir(parents=True)
+    (folder / day / "in-x-77.1.wav").write_bytes(b"x")  # holds the id, but is no file of this call
+    p = pipeline(tmp_path / "outbox.sqlite3", config(folder))
+    values = {"call_start": "2026-11-29 10:00:00", "pbx_call_id": "in_77.1", "call_id_with_rec": "77.1"}
+    cloud = CallRecord({"event": "NOTIFY_RECORD", **values}, {"source": "novofon-cloud"})
+    assert p.commit_inbound("k1", [cloud])
+    assert committed(p, "NOTIFY_RECORD")["recording_file"] == str(folder / "77.1.wav")
