@@ -96,6 +96,8 @@ class AsteriskConfig:
     internal_extensions: str = r"^[1-9][0-9]{1,3}$"
     outgoing_context: str = "novofon-outgoing"
     recordings_dir: str = "/var/spool/asterisk/monitor"
+    # the same folder as Asterisk names it (MIXMONITOR_FILENAME), when the daemon sees it elsewhere
+    pbx_recordings_dir: str = "/var/spool/asterisk/monitor"
 
 
 @dataclass(frozen=True)

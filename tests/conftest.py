@@ -85,6 +85,7 @@ def lab_env(lab: lab_mod.Lab, state: Path) -> dict[str, str]:
         "ARI_PASSWORD": lab_mod.ARI_PASSWORD,
         "NOVOFON_BRIDGE_STATE": str(state),
         "ASTERISK_RECORDINGS": str(lab.recordings_dir),
+        "ASTERISK_PBX_RECORDINGS": lab.pbx_recordings_dir,
         "ASTERISK_CDR_CSV": str(lab.cdr_csv),
         "NOVOFON_BRIDGE_HTTP_PORT": "0",  # any free port: daemons in tests never collide
         "NOVOFON_BRIDGE_AGI_PORT": str(lab_mod.AGI_PORT),  # where this lab's dialplan asks (FastAGI)

@@ -56,6 +56,7 @@ class CdrRow:
     linkedid: str = ""
     did: str = ""
     sequence: int = 0
+    recordingfile: str = ""  # FreePBX's CDR(recordingfile): the recording's file name
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ class Kind(enum.Enum):
     DIAL_END = "dial_end"  # ... and that attempt ended with `dial_status`
     BRIDGE = "bridge"  # channel entered a bridge (its linkedid may have changed: transfers)
     TRANSFER = "transfer"  # an attended transfer joined channel `uniqueid` with `dest_uniqueid`
-    RECORDING = "recording"  # MixMonitor started on the channel
+    RECORDING = "recording"  # MixMonitor started on the channel (``recording_file``: its file, when known)
     HANGUP = "hangup"  # the channel is gone, with `cause`
     HANGUP_REQUEST = "hangup_request"  # the channel's far end asked to hang up (a caller's BYE/CANCEL)
     SOFT_HANGUP_REQUEST = "soft_hangup_request"  # Asterisk itself hangs it up (dialplan, Dial, Queue)
@@ -40,6 +40,7 @@ class ChannelEvent:
     # The channel's connected line: on an outgoing trunk leg, the caller ID it presents to the
     # called party (what the dialplan set in CALLERID(num) before Dial).
     connected_num: str = ""
+    recording_file: str = ""  # RECORDING: the file MixMonitor writes, as Asterisk names it
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +60,4 @@ class LiveChannel:
     recording: bool = False  # MixMonitor is running on it (its MIXMONITOR_FILENAME is set)
     did: str = ""  # the number the caller dialled (CALLERID(dnid)), read for an adopted trunk channel
     connected_num: str = ""  # the channel's connected line number (ConnectedLineNum)
+    recording_file: str = ""  # the value of its MIXMONITOR_FILENAME, read for an adopted channel

@@ -62,6 +62,8 @@ class Call:
     root_internal: str = ""  # extension whose phone started the call, if any
     channels: dict[str, Channel] = field(default_factory=dict)
     recorded: list[str] = field(default_factory=list)
+    # Uniqueid of a recorded channel -> the file MixMonitor writes, as Asterisk named it
+    files: dict[str, str] = field(default_factory=dict)
     aliases: list[str] = field(default_factory=list)  # other Linkedids naming this call (transfers)
     root_cause: int = CAUSE_UNKNOWN  # hangup cause of the call's first channel
     reconstructed: bool = False
@@ -117,6 +119,7 @@ def snapshot_of(call: Call) -> CallSnapshot:
         caller_hung_up=call.caller_hung_up,
         requests_seen=call.requests_seen,
         recorded=tuple(call.recorded),
+        files=tuple(call.files.items()),
         aliases=tuple(call.aliases),
         reconstructed=call.reconstructed,
         trunk=call.trunk.uniqueid if call.trunk else "",
@@ -157,6 +160,7 @@ def call_from(snap: CallSnapshot) -> Call:
         caller_hung_up=snap.caller_hung_up,
         requests_seen=snap.requests_seen,
         recorded=list(snap.recorded),
+        files=dict(snap.files),
         aliases=list(snap.aliases),
         reconstructed=snap.reconstructed,
         members=list(snap.members),

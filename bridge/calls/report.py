@@ -29,6 +29,9 @@ def end_records(call: Call, ts: float) -> list[CallRecord]:
         out.append(record(call, Event.OUT_END, **values))
     if rec_id:
         out.append(record(call, Event.RECORD, call_id_with_rec=rec_id))
+        file = call.files.get(rec_id)
+        if file:  # as Asterisk named it: the pipeline turns it into the daemon's path
+            out[-2:] = [CallRecord(r.fields, {**r.meta, "recording_file": file}) for r in out[-2:]]
     return out
 
 

@@ -47,6 +47,7 @@ class CallSnapshot:
     caller_hung_up: bool = False
     requests_seen: bool = False
     recorded: tuple[str, ...] = ()
+    files: tuple[tuple[str, str], ...] = ()  # (Uniqueid, the file MixMonitor writes) per recorded channel
     aliases: tuple[str, ...] = ()
     reconstructed: bool = False
     trunk: str = ""  # uniqueid of the trunk channel, if the call has one
@@ -77,6 +78,7 @@ class CallSnapshot:
         known = set(cls.__dataclass_fields__)
         values = {k: v for k, v in data.items() if k in known}
         values["channels"] = tuple(ChannelSnapshot(**c) for c in values.get("channels", ()))
+        values["files"] = tuple((str(u), str(f)) for u, f in values.get("files", ()))
         for name in ("rung", "dial_results", "outer_results", "recorded", "aliases", "members"):
             values[name] = tuple(values.get(name, ()))
         return cls(**values)

@@ -214,7 +214,10 @@ class Tracker(TakeOvers):
             )
             self._on_new(ev, out, adopted=True)
             if lc.recording:
-                self._on_recording(ChannelEvent(Kind.RECORDING, now, lc.uniqueid, lc.linkedid), out)
+                file = lc.recording_file
+                self._on_recording(
+                    ChannelEvent(Kind.RECORDING, now, lc.uniqueid, lc.linkedid, recording_file=file), out
+                )
         for lc in live_by_id.values():
             live_chan = self._channels.get(lc.uniqueid)
             if live_chan is None or lc.state != STATE_UP:
@@ -422,6 +425,8 @@ class Tracker(TakeOvers):
 
     def _on_recording(self, ev: ChannelEvent, out: list[CallRecord]) -> None:
         chan = self._touch(ev)
+        if chan is not None and ev.recording_file:
+            chan.call.files.setdefault(chan.uniqueid, ev.recording_file)
         if chan is not None and not chan.recording:
             chan.recording = True
             chan.call.recorded.append(chan.uniqueid)

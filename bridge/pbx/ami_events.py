@@ -19,9 +19,13 @@ KINDS: dict[str, Kind] = {
     "SoftHangupRequest": Kind.SOFT_HANGUP_REQUEST,
 }
 
+#: MixMonitor names its file on the channel (``Set(MIXMONITOR_FILENAME=<absolute path>)``) just
+#: before MixMonitorStart, which carries no file name: that VarSet is the recording's start.
+RECORDING_VARIABLE = "MIXMONITOR_FILENAME"
+
 #: Events the daemon parses. manager.conf also lets Newstate through (the CLI narrates "ringing"
 #: from it); the tracker has no use for it, so the daemon drops it before parsing.
-WANTED = (frozenset(KINDS) - {"Newstate"}) | {"Registry"}
+WANTED = (frozenset(KINDS) - {"Newstate"}) | {"Registry", "VarSet"}
 
 
 def _int(value: str | None) -> int:
@@ -36,10 +40,12 @@ def to_channel_event(msg: AmiMessage, now: float) -> ChannelEvent | None:
 
     ``now`` is used only when Asterisk does not send "Timestamp:" (timestampevents=no).
     """
-    kind = KINDS.get(msg.get("Event", ""))
-    if kind is None:
-        return None
     g = msg.get
+    kind = KINDS.get(g("Event", ""))
+    if kind is None:
+        if g("Event") != "VarSet" or g("Variable") != RECORDING_VARIABLE or not g("Value"):
+            return None
+        kind = Kind.RECORDING
     ts_raw = g("Timestamp")
     try:
         ts = float(ts_raw) if ts_raw else now
@@ -66,6 +72,7 @@ def to_channel_event(msg: AmiMessage, now: float) -> ChannelEvent | None:
             "dial_status": g("DialStatus", ""),
             "dial_string": g("DialString", ""),
             "connected_num": g("ConnectedLineNum", ""),
+            "recording_file": g("Value", "") if kind is Kind.RECORDING else "",
         }
     )
 

@@ -16,7 +16,6 @@ heartbeat the previous run wrote (``pbx_link.listening_until``). A first start e
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ from bridge.calls.snapshot import CallSnapshot, EndFacts
 from bridge.config import Config
 from bridge.pbx.cdr import CdrError, CdrSource, CsvCdr, MysqlCdr
 from bridge.pbx.open_calls import LinkState, OpenCallStore
+from bridge.pbx.recordings import recording_files
 
 log = structlog.get_logger("bridge.pbx")
 
@@ -59,7 +59,7 @@ class CatchUp:
         self.backfill = Backfill(settings)
         self.calls = calls
         self._commit = commit  # records + the ids to remember as seen, in one transaction
-        self._recordings = Path(cfg.asterisk.recordings_dir)
+        self.recordings = recording_files(cfg)
         self._max_age = cfg.asterisk.cdr.max_age
         self.link = calls.link()
         self.previous_run_until = self.link.listening_until  # None: the first start ever
@@ -105,12 +105,15 @@ class CatchUp:
 
     def _recording_mtime(self, snap: CallSnapshot) -> float | None:
         """MixMonitor writes until the call ends: the file's mtime is (about) the end."""
+        files = dict(snap.files)
         for uid in snap.recorded:
+            named = self.recordings.resolve(files[uid]) if uid in files else None
+            path = named or self.recordings.find([uid], [snap.started_at, snap.last_seen])
             try:
-                mtime = (self._recordings / f"{uid}.wav").stat().st_mtime
+                mtime = path.stat().st_mtime if path is not None else None
             except OSError:
                 continue
-            if mtime >= snap.last_seen:
+            if mtime is not None and mtime >= snap.last_seen:
                 return mtime
         return None
 
@@ -122,9 +125,11 @@ class CatchUp:
         for call in candidates:
             if call.ids & seen:
                 continue
-            recorded = os.path.exists(self._recordings / f"{call.root.uniqueid}.wav")
+            file = self._recording(call)
             try:
-                records = self.backfill.records(call, recorded)
+                records = self.backfill.records(call, file is not None)
+                if file is not None:  # the daemon's own path: the pipeline keeps it as it is
+                    records = [_with_file(r, str(file)) for r in records]
             except Exception:  # odd CDR lines: skip that call, keep the others
                 log.exception("calls.backfill_failed", uniqueid=call.root.uniqueid)
                 continue
@@ -139,6 +144,13 @@ class CatchUp:
                 source=self.source.description if self.source else "",
             )
         return n
+
+    def _recording(self, call: CdrCall) -> Path | None:
+        """The recording of a call the CDR reports: the file its CDR names (FreePBX's
+        recordingfile), else one whose name holds the call's Uniqueid (its first channel's first)."""
+        named = next((r.recordingfile for r in call.rows if r.recordingfile), "")
+        ids = [call.root.uniqueid, *sorted(call.ids)]
+        return self.recordings.find(ids, [call.start, call.end], name=named)
 
     def outage_over(self, since: float | None, now: float, backfilled: int) -> None:
         if since is not None:
@@ -192,6 +204,12 @@ class CatchUp:
             "cdr": self.source.description if self.source else "off",
             "cdr_error": link.last_backfill_error or None,
         }
+
+
+def _with_file(r: CallRecord, file: str) -> CallRecord:
+    if not r.fields.get("call_id_with_rec"):
+        return r
+    return CallRecord(r.fields, {**r.meta, "recording_file": file})
 
 
 def _iso(ts: float) -> str:

@@ -5,8 +5,8 @@ Two sources (``asterisk.cdr``):
 - ``cdr_csv``'s Master.csv (the default; Debian's stock cdr.conf writes it, times in UTC with
   ``usegmtime=yes``, the Uniqueid column with ``loguniqueid=yes``). Only the file's tail is read:
   lines are appended when calls end, so reading stops at lines that ended well before ``since``.
-- FreePBX's MariaDB/MySQL database ``asteriskcdrdb`` (table ``cdr``, with ``linkedid`` and
-  ``did``), through PyMySQL (pure Python, maintained, no C library to build) run in a worker
+- FreePBX's MariaDB/MySQL database ``asteriskcdrdb`` (table ``cdr``, with ``linkedid``, ``did``
+  and ``recordingfile``), through PyMySQL (pure Python, maintained, no C library to build) run in a worker
   thread so that the event loop never waits on the database.
 
 Both are read off the event loop; every failure is a ``CdrError`` with a message for a sysadmin.
@@ -167,6 +167,7 @@ COLUMNS = (
     "linkedid",
     "did",
     "sequence",
+    "recordingfile",
 )
 
 
@@ -235,6 +236,7 @@ def mysql_row(r: dict[str, Any], tz: ZoneInfo) -> CdrRow | None:
         linkedid=str(r.get("linkedid") or ""),
         did=str(r.get("did") or ""),
         sequence=_int(r.get("sequence")),
+        recordingfile=str(r.get("recordingfile") or ""),
     )
 
 

@@ -17,7 +17,9 @@ from bridge.pbx.snippets import find as find_snippets
 
 MANAGER = "manager.conf"
 SHIPPED = "novofon-bridge_manager.conf"
-_NAME_FILTER = re.compile(r"eventfilter\(action\(include\),name\(([A-Za-z0-9_]+)\)\)=")
+_NAME_FILTER = re.compile(
+    r"eventfilter\(action\(include\),name\(([A-Za-z0-9_]+)\)(?:,header\([A-Za-z0-9_-]+\),method\(exact\))?\)=(.*)"
+)
 
 
 class NotReadable(Exception):
@@ -43,9 +45,12 @@ def normalise_filter(key: str, value: str) -> str:
 
 
 def included_event(line: str) -> str | None:
-    """The event a ``name(...)`` include filter lets through (None for any other kind of filter)."""
+    """The event a ``name(...)`` include filter lets through, ``VarSet(MIXMONITOR_FILENAME)`` for one
+    that also matches a header exactly (None for any other kind of filter)."""
     m = _NAME_FILTER.fullmatch(line)
-    return m.group(1) if m else None
+    if m is None:
+        return None
+    return f"{m.group(1)}({m.group(2)})" if "header(" in line else m.group(1)
 
 
 def _classes(value: str) -> list[str]:

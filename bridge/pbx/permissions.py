@@ -76,7 +76,16 @@ READ: dict[str, Need] = {
         "FullyBooted и Registry: готовность Asterisk и регистрация транка",
         "FullyBooted and Registry: Asterisk being ready and the trunk's registration",
     ),
+    "dialplan": Need(
+        ("dialplan",),
+        "VarSet MIXMONITOR_FILENAME: файл, в который MixMonitor пишет запись (без него запись ищется по "
+        "Uniqueid в имени файла)",
+        "VarSet MIXMONITOR_FILENAME: the file MixMonitor records into (without it the recording is looked "
+        "for by the Uniqueid in its name)",
+    ),
 }
+#: read= classes the bridge works without, less well: a warning, not an error.
+READ_OPTIONAL = frozenset({"dialplan"})
 
 
 def manager_reload() -> str:
@@ -130,9 +139,9 @@ def fix_read(user: str, classes: list[str]) -> str:
     add = ",".join(classes)
     return tr(
         f"добавьте {add} в строку read= секции [{user}] в manager.conf (или manager_custom.conf во FreePBX); "
-        f"как в поставке: read = call,agent,user,system; затем {manager_reload()}",
+        f"как в поставке: read = call,dialplan,agent,user,system; затем {manager_reload()}",
         f"add {add} to read= in [{user}] of manager.conf (manager_custom.conf on FreePBX); as shipped: "
-        f"read = call,agent,user,system; then {manager_reload()}",
+        f"read = call,dialplan,agent,user,system; then {manager_reload()}",
     )
 
 

@@ -24,7 +24,9 @@ import functools
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -36,10 +38,11 @@ from bridge.errors import StorageUnavailable
 from bridge.outbox.dispatcher import Dispatcher
 from bridge.outbox.store import OutboxStore
 from bridge.pbx.ami import AmiConnection, AmiSettings
-from bridge.pbx.ami_events import to_channel_event, to_live_channel
+from bridge.pbx.ami_events import RECORDING_VARIABLE, to_channel_event, to_live_channel
 from bridge.pbx.ami_protocol import AmiError, AmiMessage
 from bridge.pbx.catchup import CatchUp
 from bridge.pbx.open_calls import OpenCallStore
+from bridge.pbx.recordings import recording_files
 
 log = structlog.get_logger("bridge.pbx")
 
@@ -95,7 +98,7 @@ class Pipeline:
         self.record_observers: list[RecordObserver] = []
         self.enrichers: list[Enricher] = []
         self._resync_buffer: list[AmiMessage] | None = None
-        self._recordings = Path(cfg.asterisk.recordings_dir)
+        self.recordings = recording_files(cfg)
         self._conn: AmiConnection | None = None
         self._connects = 0
         # (records, ids of a backfilled call) the storage refused, oldest first
@@ -220,13 +223,38 @@ class Pipeline:
             meta["line_name"] = self.cfg.pbx.lines[did]
         rec = r.fields.get("call_id_with_rec")
         if rec and r.event in (Event.RECORD, Event.END, Event.OUT_END):
-            meta["recording_file"] = str(self._recordings / f"{rec}.wav")
+            path = self._recording_path(r, rec)
+            if path is None:
+                meta.pop("recording_file", None)
+            else:
+                meta["recording_file"] = str(path)
         for enrich in self.enrichers:
             try:
                 meta.update(enrich(CallRecord(r.fields, meta)))
             except Exception:  # extra meta is never worth losing the record
                 log.exception("pipeline.enricher_failed", pbx_call_id=r.pbx_call_id)
         return CallRecord(r.fields, meta) if meta != r.meta else r
+
+    def _recording_path(self, r: CallRecord, rec: str) -> Path | None:
+        """The daemon's path of the recording: the file MixMonitor named (``meta.recording_file``
+        from the tracker, or already the daemon's path from a backfill), else a file in the folder
+        that holds the recorded channel's Uniqueid, else ``<uniqueid>.wav`` (the sinks wait for it)."""
+        named = r.meta.get("recording_file")
+        if named:
+            return self.recordings.resolve(named)
+        if self.recordings.folder is None:
+            return None
+        if r.meta.get("source", "").startswith("novofon-cloud"):  # HTTP, not our PBX: no search
+            return self.recordings.folder / f"{rec}.wav"
+        found = self.recordings.find([rec], [time.time(), *self._start_of(r)])
+        return found or self.recordings.folder / f"{rec}.wav"
+
+    def _start_of(self, r: CallRecord) -> list[float]:
+        try:
+            start = datetime.strptime(r.fields.get("call_start", ""), "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            return []
+        return [start.replace(tzinfo=ZoneInfo(self.cfg.pbx.timezone)).timestamp()]
 
     # -- resync after every (re)connect and at start ------------------------------------------
     async def on_connected(self, conn: AmiConnection, lost_at: float | None) -> None:
@@ -277,9 +305,9 @@ class Pipeline:
         if self.tracker.knows_channel(chan.uniqueid):
             return chan
         with contextlib.suppress(AmiError):
-            got = await conn.action("Getvar", {"Channel": chan.channel, "Variable": "MIXMONITOR_FILENAME"})
+            got = await conn.action("Getvar", {"Channel": chan.channel, "Variable": RECORDING_VARIABLE})
             if got.ok and got.response.get("Value"):
-                chan = dataclasses.replace(chan, recording=True)
+                chan = dataclasses.replace(chan, recording=True, recording_file=got.response["Value"])
             if chan.uniqueid == chan.linkedid:
                 got = await conn.action("Getvar", {"Channel": chan.channel, "Variable": "CALLERID(dnid)"})
                 did = got.response.get("Value", "") if got.ok else ""

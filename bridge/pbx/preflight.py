@@ -193,11 +193,14 @@ async def manager_user(ctx: Context) -> list[Result]:
 def _privileges(found: manager_conf.ManagerUser, name: str) -> list[Result]:
     user, results = found.name, []
     read = set(found.read or [])
-    missing_read = [c for c in permissions.READ if c not in read and "all" not in read]
-    if missing_read:
+    missing = [c for c in permissions.READ if c not in read and "all" not in read]
+    essential = [c for c in missing if c not in permissions.READ_OPTIONAL]
+    for missing_read in (essential, [c for c in missing if c in permissions.READ_OPTIONAL]):
+        if not missing_read:
+            continue
         needs = "; ".join(f"{c}: {permissions.READ[c].why}" for c in missing_read)
         results.append(
-            Result.error(
+            (Result.error if missing_read is essential else Result.warning)(
                 name,
                 tr(
                     f"read = {','.join(found.read or []) or '(пусто)'}: нет {','.join(missing_read)} — "
@@ -239,6 +242,10 @@ def _privileges(found: manager_conf.ManagerUser, name: str) -> list[Result]:
     return results
 
 
+RECORDING_FILTER = "VarSet(MIXMONITOR_FILENAME)"
+SHIPPED_CONF = "asterisk-conf/novofon-bridge_manager.conf"
+
+
 def _filter(found: manager_conf.ManagerUser, name: str) -> Result:
     shipped = manager_conf.shipped_filters()
     label = tr(f"{name}: фильтр событий", f"{name}: event filter")
@@ -268,6 +275,22 @@ def _filter(found: manager_conf.ManagerUser, name: str) -> Result:
             ),
         )
     missing = [line for line in shipped if line not in have]
+    if missing and all(manager_conf.included_event(line) == RECORDING_FILTER for line in missing):
+        return Result.warning(
+            label,
+            tr(
+                f"фильтр не пропускает {RECORDING_FILTER}: имя файла записи мост не узнает и ищет запись "
+                "по Uniqueid в имени файла (записи FreePBX и наши находятся, другие имена — нет)",
+                f"the filter holds back {RECORDING_FILTER}: the bridge does not learn the recording's "
+                "file and looks for it by the Uniqueid in its name (FreePBX's and ours are found)",
+            ),
+            tr(
+                f"добавьте в [{found.name}] строку eventfilter с VarSet из {SHIPPED_CONF} и dialplan в "
+                f"read=; затем {permissions.manager_reload()}",
+                f"add the VarSet eventfilter line of {SHIPPED_CONF} to [{found.name}] and dialplan to "
+                f"read=; then {permissions.manager_reload()}",
+            ),
+        )
     unknown = [
         line for line in found.filters if line not in shipped and manager_conf.included_event(line) is None
     ]

@@ -161,7 +161,8 @@ async def test_check_on_the_lab_pbx_is_all_ok(lab: L.Lab, tmp_path: Path) -> Non
         f"[ок] AMI: вход: novofon-bridge@{L.PBX_IP}:5038",
         "[ок] AMI: права: разрешены все нужные действия",
         "[ок] AMI: события: события приходят",
-        "[ок] manager.conf [novofon-bridge]: read = call,agent,user,system, write = call,originate,reporting",
+        "[ок] manager.conf [novofon-bridge]: read = call,dialplan,agent,user,system, "
+        "write = call,originate,reporting",
         "[ок] manager.conf [novofon-bridge]: фильтр событий: как в поставке",
         f"[ок] Транк novofon-reg: зарегистрирован на sip:{L.PROVIDER_IP}:5060",
         "[ок] Записи разговоров:",

@@ -211,6 +211,7 @@ def write_config(lab: L.Lab, state: Path, f: Fakes) -> Path:
         "asterisk": {
             "ami": {"host": L.PBX_IP, "secret": L.AMI_SECRET, "reconnect_max_delay": 1},
             "recordings_dir": str(lab.recordings_dir),
+            "pbx_recordings_dir": lab.pbx_recordings_dir,
         },
         "storage": {"dir": str(state)},
         "http": {"port": 0},

@@ -46,6 +46,7 @@ async def main() -> int:
         "AMI_SECRET": L.AMI_SECRET,
         "NOVOFON_BRIDGE_STATE": str(state),
         "ASTERISK_RECORDINGS": str(lab.recordings_dir),
+        "ASTERISK_PBX_RECORDINGS": lab.pbx_recordings_dir,
     }
     cmd = [sys.executable, "-m", "bridge", "-c", str(REPO / "config.yaml")]
     say("novofon-bridge status")

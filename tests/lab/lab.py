@@ -66,6 +66,8 @@ DID_FORWARD = "74950000109"  # forwarded through the trunk to NUM_MOBILE (follow
 DID_IVR = "74950000110"  # answered by the PBX itself (Answer, Playback, WaitExten 30)
 DID_VOICEMAIL = "74950000111"  # rings 103 for RING_TIMEOUT s, then voicemail
 DID_TRANSFER = "74950000112"  # rings 105 only (105 answers; the test then transfers)
+# Rings 101, recorded as FreePBX names recordings: monitor/YYYY/MM/DD/in-<DID>-<caller>-<time>-<uniqueid>.wav
+DID_RECORDED_FREEPBX = "74950000120"
 DID_ROUTES = {
     DID_GROUP: "PJSIP/101&PJSIP/102",
     DID_101: "PJSIP/101",
@@ -104,6 +106,17 @@ exten => {DID_LOCAL_GROUP},1,NoOp(lab: a ring group of Local channels)
  same => n,Gosub(novofon-record,s,1)
  same => n,Dial(Local/103@from-internal&Local/104@from-internal,{GROUP_TIMEOUT})
  same => n,Hangup()
+exten => {DID_RECORDED_FREEPBX},1,NoOp(lab: recorded as FreePBX does, into dated folders)
+ same => n,Gosub(novofon-settings,s,1)
+ same => n,Set(__YEAR=${{STRFTIME(${{EPOCH}},,%Y)}})
+ same => n,Set(__MONTH=${{STRFTIME(${{EPOCH}},,%m)}})
+ same => n,Set(__DAY=${{STRFTIME(${{EPOCH}},,%d)}})
+ same => n,Set(NOW=${{STRFTIME(${{EPOCH}},,%Y%m%d-%H%M%S)}})
+ same => n,Set(__CALLFILENAME=in-${{EXTEN}}-${{CALLERID(num)}}-${{NOW}}-${{UNIQUEID}})
+ same => n,Set(CDR(recordingfile)=${{CALLFILENAME}}.wav)
+ same => n,MixMonitor(${{YEAR}}/${{MONTH}}/${{DAY}}/${{CALLFILENAME}}.wav,b)
+ same => n,Dial(PJSIP/101,{RING_TIMEOUT})
+ same => n,Goto(novofon-dial-result,${{DIALSTATUS}},1)
 exten => {DID_LONG},1,NoOp(lab: rings 103 for a long time)
  same => n,Gosub(novofon-settings,s,1)
  same => n,Gosub(novofon-record,s,1)
@@ -395,6 +408,11 @@ class Lab:
     @property
     def recordings_dir(self) -> Path:
         return self.host_path(PBX, "spool", "monitor")
+
+    @property
+    def pbx_recordings_dir(self) -> str:
+        """The same folder as the lab's Asterisk names it (inside its chroot): MIXMONITOR_FILENAME."""
+        return f"{PBX.base}/spool/monitor"
 
     @property
     def cdr_csv(self) -> Path:

@@ -136,6 +136,6 @@ def setup(ctx: Context) -> Parts:
         links = RecordingLinks(
             n.recordings_url, n.recordings_key, n.recordings_link_ttl, Path(ctx.cfg.asterisk.recordings_dir)
         )
-        parts.routes.append(Route("/recordings/{name}", links.serve, ("GET",)))
+        parts.routes.append(Route("/recordings/{name:.+}", links.serve, ("GET",)))
         parts.enrichers.append(links.meta_for)
     return parts

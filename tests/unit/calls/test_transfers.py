@@ -104,7 +104,7 @@ def test_attended_transfer_event_names_the_target_and_the_transferee() -> None:
 def test_the_shipped_event_filter_lets_through_every_event_the_daemon_uses() -> None:
     shipped = manager_conf.shipped_filters()
     assert shipped is not None
-    passed = {manager_conf.included_event(line) for line in shipped}
+    passed = {(manager_conf.included_event(line) or "").partition("(")[0] for line in shipped}
     assert passed >= WANTED, WANTED - passed
 
 

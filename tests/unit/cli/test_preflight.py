@@ -135,7 +135,7 @@ async def test_no_read_system_means_no_fully_booted(make_ami: type[FakeAmi], tmp
     results = {r.name: r for r in await pbx_preflight.ami(ami_config(ami, tmp_path))}
     events = results["AMI: события"]
     assert events.severity is Severity.WARNING and "read=system" in events.text
-    assert "read = call,agent,user,system" in events.fix
+    assert "read = call,dialplan,agent,user,system" in events.fix
 
 
 async def test_a_refused_login_skips_the_rest(make_ami: type[FakeAmi], tmp_path: Path) -> None:
@@ -218,7 +218,7 @@ async def test_manager_conf_as_shipped(tmp_path: Path) -> None:
         ("manager.conf [novofon-bridge]", Severity.OK),
         ("manager.conf [novofon-bridge]: фильтр событий", Severity.OK),
     ]
-    assert "read = call,agent,user,system, write = call,originate,reporting" in results[0].text
+    assert "read = call,dialplan,agent,user,system, write = call,originate,reporting" in results[0].text
 
 
 async def test_manager_conf_filter_without_hangup(tmp_path: Path) -> None:
@@ -243,9 +243,9 @@ async def test_manager_conf_without_filter_or_with_unknown_lines(tmp_path: Path)
 
 
 async def test_manager_conf_privileges(tmp_path: Path) -> None:
-    changed = SHIPPED_MANAGER.replace("read = call,agent,user,system", "read = call").replace(
-        "write = call,originate,reporting", "write = all"
-    )
+    changed = SHIPPED_MANAGER.replace(
+        "read = call,dialplan,agent,user,system", "read = call,dialplan"
+    ).replace("write = call,originate,reporting", "write = all")
     etc = etc_with(tmp_path, changed)
     results = await pbx_preflight.manager_user(ctx(load(None), etc))
     assert severities(results)[:2] == [
@@ -253,6 +253,24 @@ async def test_manager_conf_privileges(tmp_path: Path) -> None:
         ("manager.conf [novofon-bridge]", Severity.WARNING),
     ]
     assert "нет system" in results[0].text and "оболочки" in results[1].text
+
+
+async def test_manager_conf_of_an_older_install_without_the_recordings_file_name(tmp_path: Path) -> None:
+    """read= without dialplan, no VarSet filter line: calls are tracked, recordings found less
+    surely — a warning for each, naming the fix, never an error."""
+    older = SHIPPED_MANAGER.replace("read = call,dialplan,agent,user,system", "read = call,agent,user,system")
+    older = "\n".join(line for line in older.splitlines() if "name(VarSet)" not in line)
+    etc = etc_with(tmp_path, older)
+    results = await pbx_preflight.manager_user(ctx(load(None), etc))
+    assert severities(results) == [
+        ("manager.conf [novofon-bridge]", Severity.WARNING),
+        ("manager.conf [novofon-bridge]: фильтр событий", Severity.WARNING),
+    ]
+    assert "нет dialplan" in results[0].text and "MIXMONITOR_FILENAME" in results[0].text
+    assert "VarSet(MIXMONITOR_FILENAME)" in results[1].text and "dialplan" in results[1].fix
+    no_hangup = older.replace("eventfilter(action(include),name(Hangup)) =\n", "")
+    result = (await pbx_preflight.manager_user(ctx(load(None), etc_with(tmp_path / "b", no_hangup))))[-1]
+    assert result.severity is Severity.ERROR and "Hangup, VarSet(MIXMONITOR_FILENAME)" in result.text
 
 
 async def test_manager_conf_without_our_user_or_file(tmp_path: Path) -> None:

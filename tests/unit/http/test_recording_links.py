@@ -67,3 +67,45 @@ def test_no_link_for_a_file_outside_the_recordings_folder(tmp_path: Path) -> Non
     assert links.link(tmp_path / "monitor" / "a b.wav") is None
     url = links.link(tmp_path / "monitor" / "in-1.wav", now=1000)
     assert url is not None and url.startswith("https://pbx.example.ru/recordings/in-1.wav?exp=4600&sig=")
+
+
+async def test_a_recording_in_freepbxs_dated_folders_has_a_link_that_serves_it(tmp_path: Path) -> None:
+    folder = tmp_path / "monitor"
+    day = folder / "2026" / "11" / "29"
+    day.mkdir(parents=True)
+    (day / "in-74950000120-+79001110001-1.12.wav").write_bytes(b"RIFF-dated")
+    (tmp_path / "secret.wav").write_bytes(b"secret")
+    (day / "escape.wav").symlink_to(tmp_path / "secret.wav")  # inside by name, outside in fact
+    links = RecordingLinks("https://pbx.example.ru", KEY, 3600, folder)
+    url = links.link(day / "in-74950000120-+79001110001-1.12.wav")
+    assert url is not None
+    assert url.startswith(
+        "https://pbx.example.ru/recordings/2026/11/29/in-74950000120-%2B79001110001-1.12.wav?exp="
+    )
+    assert links.link(day / "escape.wav") is None
+    assert links.link(folder / ".." / "secret.wav") is None
+    cfg = offline_config(
+        tmp_path,
+        http=HttpConfig(port=0),
+        novofon=NovofonSettings(recordings_url="https://pbx.example.ru", recordings_key=KEY),
+    )
+    cfg = dataclasses.replace(cfg, asterisk=dataclasses.replace(cfg.asterisk, recordings_dir=str(folder)))
+    app = App(cfg)
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop))
+    try:
+        await until(lambda: app.http_server is not None and app.http_server.port != 0, interval=0.01)
+        path, query = urlsplit(url)[2], urlsplit(url).query
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{base_url(app)}{path}?{query}") as resp:
+                assert resp.status == 200 and await resp.read() == b"RIFF-dated"
+            exp = query.split("&")[0]
+            # a signature made for one path never opens another; no way out of the folder
+            for other in ("2026/11/29/escape.wav", "2026/11/../../../secret.wav", "2026/%2E%2E/x.wav"):
+                name = other
+                forged = links._sign(name, int(exp.removeprefix("exp=")))
+                async with s.get(f"{base_url(app)}/recordings/{other}?{exp}&sig={forged}") as resp:
+                    assert resp.status in (403, 404), other
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
