@@ -218,8 +218,7 @@ async def test_outbound_answered(
     (found,) = lab.recordings_dir.glob(
         f"[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]/out-{L.NUM_ANSWER}-101-*-{rec}.wav"
     )
-    if records[-1].meta.get("recording_file") != str(found):
-        pytest.xfail("finding a recording from MIXMONITOR_FILENAME is n4-rec's work, not merged here")
+    assert records[-1].meta["recording_file"] == str(found)  # learned from MIXMONITOR_FILENAME
 
 
 @BOTH
