@@ -1,6 +1,11 @@
 """Issue 8's field scenarios on transcripts recorded from the real lab: the exact records the tracker
 makes for forwarding to a mobile, a voice menu, voicemail, numbers dialled as 8…/+7… and the caller
-ID of outbound calls (tests/integration/test_field_scenarios.py runs the same calls live)."""
+ID of outbound calls (tests/integration/test_field_scenarios.py runs the same calls live).
+
+Every scenario was recorded on both lab profiles (tests/transcripts/ = plain, tests/transcripts/freepbx/
+= the FreePBX-style dialplan: follow-me through Local/…@from-internal and the outbound route,
+voicemail as a ring group's failover, the IVR of ivr-N, macro-dialout-trunk's OUTCID): the records
+are the same."""
 
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from tests.lab import lab as L
 from tests.transcripts import events, replay
 
 CALLER = "79581114585"  # the lab's caller, sent by the provider as 89581114585
+# Where each lab profile's transcripts are (tests/lab/record_transcripts.py --profile NAME).
+PROFILES = pytest.mark.parametrize("profile", ["", "freepbx/"], ids=["plain", "freepbx"])
 
 
 def fields(records: list[CallRecord]) -> list[dict[str, str]]:
@@ -29,8 +36,9 @@ def rec_id(records: list[CallRecord]) -> str:
     return records[-1].fields["call_id_with_rec"]
 
 
-def test_forwarded_to_a_mobile_is_one_inbound_call_answered_by_that_number() -> None:
-    records = replay("inbound_forward_mobile")
+@PROFILES
+def test_forwarded_to_a_mobile_is_one_inbound_call_answered_by_that_number(profile: str) -> None:
+    records = replay(profile + "inbound_forward_mobile")
     assert records[0].pbx_call_id.startswith("in_")
     rec = rec_id(records)
     assert fields(records) == [
@@ -51,13 +59,14 @@ def test_forwarded_to_a_mobile_is_one_inbound_call_answered_by_that_number() -> 
     ]
 
 
-def test_forwarded_call_rung_out_unanswered_is_missed() -> None:
+@PROFILES
+def test_forwarded_call_rung_out_unanswered_is_missed(profile: str) -> None:
     """The mobile's leg ends NOANSWER: no ANSWER, the call is not answered."""
     evs = [
         dataclasses.replace(e, dial_status="NOANSWER")
         if e.kind is Kind.DIAL_END and e.channel.startswith("Local/")
         else e
-        for e in events("inbound_forward_mobile")
+        for e in events(profile + "inbound_forward_mobile")
         if not (e.kind is Kind.DIAL_END and e.channel.startswith("PJSIP/novofon"))
     ]
     tracker = Tracker()
@@ -66,8 +75,9 @@ def test_forwarded_call_rung_out_unanswered_is_missed() -> None:
     assert records[-1].fields["disposition"] != "answered"
 
 
-def test_ivr_hangup_is_exactly_one_end_and_a_cancel() -> None:
-    assert fields(replay("inbound_ivr_hangup")) == [
+@PROFILES
+def test_ivr_hangup_is_exactly_one_end_and_a_cancel(profile: str) -> None:
+    assert fields(replay(profile + "inbound_ivr_hangup")) == [
         {"event": "NOTIFY_START", "caller_id": CALLER, "called_did": L.DID_IVR},
         {
             "event": "NOTIFY_END",
@@ -83,10 +93,11 @@ def test_ivr_hangup_is_exactly_one_end_and_a_cancel() -> None:
     ]
 
 
-def test_voicemail_after_nobody_answered_is_no_answer() -> None:
+@PROFILES
+def test_voicemail_after_nobody_answered_is_no_answer(profile: str) -> None:
     """The PBX answered into VoiceMail and the caller hung up while leaving a message: still missed,
     and "no answer" (the ringing ended by the PBX), not "cancel"."""
-    assert fields(replay("inbound_voicemail")) == [
+    assert fields(replay(profile + "inbound_voicemail")) == [
         {"event": "NOTIFY_START", "caller_id": CALLER, "called_did": L.DID_VOICEMAIL},
         {"event": "NOTIFY_INTERNAL", "caller_id": CALLER, "called_did": L.DID_VOICEMAIL, "internal": "103"},
         {
@@ -131,7 +142,9 @@ def outbound(ext: str, records: list[CallRecord], cid: str = L.LAB_OUTBOUND_CID)
         ("outbound_dialled_plus7", "102", "+" + L.NUM_ANSWER),
     ],
 )
-def test_outbound_number_as_dialled_is_normalised(name: str, ext: str, dialled: str) -> None:
+@PROFILES
+def test_outbound_number_as_dialled_is_normalised(profile: str, name: str, ext: str, dialled: str) -> None:
+    name = profile + name
     first = events(name)[0]
     assert (first.channel.startswith(f"PJSIP/{ext}-"), first.exten) == (True, dialled)
     records = replay(name)
@@ -180,8 +193,10 @@ def _restarted(name: str, cut: int) -> list[CallRecord]:
 
 
 @pytest.mark.parametrize("name", ["inbound_forward_mobile", "outbound_dialled_8", "inbound_voicemail"])
-def test_snapshots_keep_what_these_scenarios_need(name: str) -> None:
+@PROFILES
+def test_snapshots_keep_what_these_scenarios_need(profile: str, name: str) -> None:
     """A restart after the trunk leg's caller ID / the forwarded leg's dial: same records."""
+    name = profile + name
     evs = events(name)
     cut = 1 + next(
         i
