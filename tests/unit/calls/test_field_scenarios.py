@@ -13,8 +13,8 @@ import dataclasses
 
 import pytest
 
-from bridge.calls.events import Kind
-from bridge.calls.records import CallRecord
+from bridge.calls.events import ChannelEvent, Kind
+from bridge.calls.records import CallRecord, Event
 from bridge.calls.snapshot import CallSnapshot
 from bridge.calls.tracker import Tracker, TrackerSettings
 from tests.lab import lab as L
@@ -73,6 +73,51 @@ def test_forwarded_call_rung_out_unanswered_is_missed(profile: str) -> None:
     records = [r for e in evs for r in tracker.feed(e)]
     assert [r.fields["event"] for r in records] == ["NOTIFY_START", "NOTIFY_END"]
     assert records[-1].fields["disposition"] != "answered"
+
+
+def _is_callers_dial_end(e: ChannelEvent, caller: str) -> bool:
+    """The DialEnd of the caller's own Dial (of the Local channel that reaches the mobile)."""
+    return e.kind is Kind.DIAL_END and e.uniqueid == caller
+
+
+@PROFILES
+def test_forwarded_call_is_answered_when_the_caller_is_connected(profile: str) -> None:
+    """The mobile's leg is dialled through a Local channel: ANSWER comes with the caller's own Dial
+    answering (after FreePBX's "Confirm Calls" the mobile pressed 1), not when the mobile picks up."""
+    evs = events(profile + "inbound_forward_mobile")
+    tracker = Tracker()
+    answered_on = [e for e in evs if any(r.event is Event.ANSWER for r in tracker.feed(e))]
+    assert len(answered_on) == 1 and _is_callers_dial_end(answered_on[0], evs[0].uniqueid)
+    mobile_picked_up = next(e for e in evs if e.kind is Kind.DIAL_END and "novofon" in e.dest_channel)
+    assert mobile_picked_up.dial_status == "ANSWER" and mobile_picked_up.uniqueid != evs[0].uniqueid
+
+
+@PROFILES
+def test_forwarded_call_the_mobile_picked_up_but_never_confirmed_is_no_answer(profile: str) -> None:
+    """FreePBX's "Confirm Calls": the mobile's own voicemail picks up, nobody presses 1, the ring
+    group / follow-me times out (the caller's Dial: NOANSWER). Not answered, no ANSWER."""
+    evs = events(profile + "inbound_forward_mobile")
+    caller = evs[0].uniqueid
+    evs = [
+        dataclasses.replace(e, dial_status="NOANSWER") if _is_callers_dial_end(e, caller) else e for e in evs
+    ]
+    tracker = Tracker()
+    records = [r for e in evs for r in tracker.feed(e)]
+    assert [r.fields["event"] for r in records] == ["NOTIFY_START", "NOTIFY_END"]
+    assert records[1].fields["disposition"] == "no answer"
+
+
+@PROFILES
+def test_forwarded_call_restarted_between_pick_up_and_connect(profile: str) -> None:
+    """A restart after the mobile picked up, before the caller was connected: the snapshot keeps
+    which leg picked up, and ANSWER names the mobile."""
+    name = profile + "inbound_forward_mobile"
+    evs = events(name)
+    cut = 1 + next(i for i, e in enumerate(evs) if e.kind is Kind.DIAL_END and "novofon" in e.dest_channel)
+    assert not _is_callers_dial_end(evs[cut - 1], evs[0].uniqueid)
+    snap = CallSnapshot.from_json(_snapshot_json(name, cut))
+    assert [c.answered for c in snap.channels if c.name == evs[cut - 1].dest_channel] == [True]
+    assert fields(_restarted(name, cut)) == fields(replay(name))
 
 
 @PROFILES
@@ -149,6 +194,44 @@ def test_outbound_number_as_dialled_is_normalised(profile: str, name: str, ext: 
     assert (first.channel.startswith(f"PJSIP/{ext}-"), first.exten) == (True, dialled)
     records = replay(name)
     assert fields(records) == outbound(ext, records)
+
+
+@PROFILES
+@pytest.mark.parametrize(
+    "dial_string",
+    ["novofon/sip:89001110001@sip.novofon.ru", "novofon/sip:+79001110001@10.0.0.1:5060;transport=udp"],
+)
+def test_outbound_dialled_as_a_sip_uri_is_normalised(profile: str, dial_string: str) -> None:
+    """``Dial(PJSIP/novofon/sip:${EXTEN}@sip.novofon.ru)`` (endpoint/URI, common in hand-written
+    dialplans): the destination is the URI's number, normalised."""
+    evs = [
+        dataclasses.replace(e, dial_string=dial_string) if e.kind is Kind.DIAL_BEGIN else e
+        for e in events(profile + "outbound_answered")
+    ]
+    tracker = Tracker()
+    records = [r for e in evs for r in tracker.feed(e)]
+    assert fields(records) == outbound("101", records)
+
+
+@PROFILES
+def test_forwarded_through_a_sip_uri_is_answered_by_that_number(profile: str) -> None:
+    """The mobile's leg dialled as endpoint/URI; its channel's caller number says nothing (a
+    FreePBX follow-me leg carries the caller's or the trunk's number there)."""
+    evs = [
+        dataclasses.replace(e, dial_string="novofon/sip:+79004440004@sip.novofon.ru")
+        if e.kind is Kind.DIAL_BEGIN and "novofon" in e.dest_channel
+        else e
+        for e in events(profile + "inbound_forward_mobile")
+    ]
+    evs = [
+        dataclasses.replace(e, caller_num="s")
+        if "novofon" in e.channel and e.uniqueid != evs[0].uniqueid
+        else e
+        for e in evs
+    ]
+    tracker = Tracker()
+    records = [r for e in evs for r in tracker.feed(e)]
+    assert [r.fields.get("destination") for r in records if r.event is Event.ANSWER] == [L.NUM_MOBILE]
 
 
 def test_outbound_caller_id_follows_the_trunk_legs_connected_line() -> None:
