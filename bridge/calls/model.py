@@ -35,6 +35,7 @@ class Channel:
     recording: bool = False
     cause: int | None = None
     connected_num: str = ""  # ConnectedLineNum: what an outgoing trunk leg presents as its caller ID
+    answered: bool = False  # a forwarded trunk leg the outside number picked up (see Tracker)
 
 
 @dataclass(slots=True)
@@ -134,6 +135,7 @@ def snapshot_of(call: Call) -> CallSnapshot:
                 c.exten,
                 c.recording,
                 c.connected_num,
+                c.answered,
             )
             for c in call.channels.values()
         ),
@@ -170,6 +172,7 @@ def call_from(snap: CallSnapshot) -> Call:
             c.uniqueid, c.name, Role(c.role), c.extension, call, c.caller_num, c.exten, c.recording
         )
         chan.connected_num = c.connected_num
+        chan.answered = c.answered
         call.channels[c.uniqueid] = chan
         if c.uniqueid == snap.trunk:
             call.trunk = chan

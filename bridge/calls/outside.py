@@ -25,10 +25,23 @@ def outbound_caller_id(
     return normalise(default_did, country_code)
 
 
+def dial_target(dial_string: str) -> str:
+    """The number a Dial string (DialBegin's DialString: what follows ``PJSIP/``) asks the trunk for,
+    as written: ``79004440004@novofon`` (number@endpoint, the lab's and FreePBX's custom trunk),
+    ``novofon/sip:+79004440004@sip.novofon.ru:5060;transport=udp`` (endpoint/URI, as hand-written
+    dialplans and PJSIP_DIAL_CONTACTS write it); "" for a bare endpoint (``novofon``)."""
+    endpoint, slash, uri = dial_string.partition("/")
+    if slash:
+        scheme, colon, rest = uri.partition(":")
+        user = rest if colon and scheme.lower() in ("sip", "sips", "tel") else uri
+        return user.partition("@")[0].partition(";")[0]
+    return endpoint.partition("@")[0] if "@" in endpoint else ""
+
+
 def dialled_number(dial_string: str, caller_num: str, country_code: str) -> str:
-    """The outside number a trunk leg dials: from its Dial string ("79004440004@novofon"), else its
+    """The outside number a trunk leg dials: from its Dial string (``dial_target``), else its
     caller number (an outgoing channel's CallerIDNum is the number dialled); "" when neither is one."""
-    for raw in (dial_string.partition("@")[0] if "@" in dial_string else "", caller_num):
+    for raw in (dial_target(dial_string), caller_num):
         number = normalise(raw, country_code)
         if is_ascii_digits(number):
             return number

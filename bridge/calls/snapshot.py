@@ -25,6 +25,7 @@ class ChannelSnapshot:
     exten: str = ""
     recording: bool = False
     connected_num: str = ""
+    answered: bool = False  # a forwarded trunk leg picked up, the caller not yet connected to it
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from bridge.calls.model import (
     uniqueid_order,
 )
 from bridge.calls.numbers import is_ascii_digits, normalise
-from bridge.calls.outside import dialled_number, outbound_caller_id
+from bridge.calls.outside import dial_target, dialled_number, outbound_caller_id
 from bridge.calls.records import CallRecord, Event
 from bridge.calls.report import end_records, record
 from bridge.calls.settings import TrackerSettings
@@ -335,7 +335,7 @@ class Tracker(TakeOvers):
             if call.direction is Direction.INBOUND and dest.extension not in call.rung:
                 self._ring(call, dest.extension, out)
         elif dest.role is Role.TRUNK and call.direction is Direction.UNKNOWN:
-            number = ev.dial_string.partition("@")[0] if "@" in ev.dial_string else ""
+            number = dial_target(ev.dial_string)
             caller = self._channels.get(ev.uniqueid)
             number = number or ev.exten or (caller.exten if caller else "")
             self._start_outbound(call, dest, number, ev.ts, out)
@@ -375,6 +375,8 @@ class Tracker(TakeOvers):
             and ev.uniqueid == call.trunk.uniqueid
         ):
             call.outer_results.append(status)
+            if status == "ANSWER" and dest.role is Role.OTHER:
+                self._forward_connected(call, ev.ts, out)
         if call.direction is Direction.INBOUND and dest.role is Role.TRUNK and dest is not call.trunk:
             self._forward_ends(call, dest, ev, out)
             return
@@ -461,8 +463,21 @@ class Tracker(TakeOvers):
     def _forward_ends(self, call: Call, dest: Channel, ev: ChannelEvent, out: list[CallRecord]) -> None:
         if ev.dial_status != "ANSWER":
             call.dial_results.append(ev.dial_status)
+        elif call.trunk is not None and ev.uniqueid == call.trunk.uniqueid:
+            self._answer_forwarded(call, self._forward_number(dest), ev.ts, out)  # the caller dialled it
         else:
-            self._answer_forwarded(call, self._forward_number(dest), ev.ts, out)
+            # Dialled through a Local channel (follow-me, a ring group's outside number): the number
+            # picked up, but the caller talks to it only once the caller's own Dial says ANSWER.
+            # FreePBX's "Confirm Calls" asks the mobile to press 1 first: a mobile's own voicemail
+            # that picks up and never confirms is no answer.
+            dest.answered = True
+
+    def _forward_connected(self, call: Call, ts: float, out: list[CallRecord]) -> None:
+        """The caller's own Dial of a Local channel answered: the outside number that picked up (if
+        that is what answered, not an office phone) answered the call now."""
+        leg = next((c for c in call.channels.values() if c.answered), None)
+        if leg is not None:
+            self._answer_forwarded(call, self._forward_number(leg), ts, out)
 
     def _forward_number(self, dest: Channel) -> str:
         if is_ascii_digits(dest.exten):  # what _forward_begins found

@@ -19,7 +19,7 @@ from tests.integration.test_cli import cli
 from tests.lab import lab as L
 from tests.lab.calls import call_in, call_out
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.profiles(*L.PROFILES)]  # every scenario on both PBXes
 
 IVR_TALK = 2  # the caller hangs up 2 s into the voice menu
 VOICEMAIL_TALK = 10  # ... 10 s after voicemail answered: past the greeting, while recording

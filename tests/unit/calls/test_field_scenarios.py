@@ -1,6 +1,11 @@
 """Issue 8's field scenarios on transcripts recorded from the real lab: the exact records the tracker
 makes for forwarding to a mobile, a voice menu, voicemail, numbers dialled as 8…/+7… and the caller
-ID of outbound calls (tests/integration/test_field_scenarios.py runs the same calls live)."""
+ID of outbound calls (tests/integration/test_field_scenarios.py runs the same calls live).
+
+Every scenario was recorded on both lab profiles (tests/transcripts/ = plain, tests/transcripts/freepbx/
+= the FreePBX-style dialplan: follow-me through Local/…@from-internal and the outbound route,
+voicemail as a ring group's failover, the IVR of ivr-N, macro-dialout-trunk's OUTCID): the records
+are the same."""
 
 from __future__ import annotations
 
@@ -8,14 +13,16 @@ import dataclasses
 
 import pytest
 
-from bridge.calls.events import Kind
-from bridge.calls.records import CallRecord
+from bridge.calls.events import ChannelEvent, Kind
+from bridge.calls.records import CallRecord, Event
 from bridge.calls.snapshot import CallSnapshot
 from bridge.calls.tracker import Tracker, TrackerSettings
 from tests.lab import lab as L
 from tests.transcripts import events, replay
 
 CALLER = "79581114585"  # the lab's caller, sent by the provider as 89581114585
+# Where each lab profile's transcripts are (tests/lab/record_transcripts.py --profile NAME).
+PROFILES = pytest.mark.parametrize("profile", ["", "freepbx/"], ids=["plain", "freepbx"])
 
 
 def fields(records: list[CallRecord]) -> list[dict[str, str]]:
@@ -29,8 +36,9 @@ def rec_id(records: list[CallRecord]) -> str:
     return records[-1].fields["call_id_with_rec"]
 
 
-def test_forwarded_to_a_mobile_is_one_inbound_call_answered_by_that_number() -> None:
-    records = replay("inbound_forward_mobile")
+@PROFILES
+def test_forwarded_to_a_mobile_is_one_inbound_call_answered_by_that_number(profile: str) -> None:
+    records = replay(profile + "inbound_forward_mobile")
     assert records[0].pbx_call_id.startswith("in_")
     rec = rec_id(records)
     assert fields(records) == [
@@ -51,13 +59,14 @@ def test_forwarded_to_a_mobile_is_one_inbound_call_answered_by_that_number() -> 
     ]
 
 
-def test_forwarded_call_rung_out_unanswered_is_missed() -> None:
+@PROFILES
+def test_forwarded_call_rung_out_unanswered_is_missed(profile: str) -> None:
     """The mobile's leg ends NOANSWER: no ANSWER, the call is not answered."""
     evs = [
         dataclasses.replace(e, dial_status="NOANSWER")
         if e.kind is Kind.DIAL_END and e.channel.startswith("Local/")
         else e
-        for e in events("inbound_forward_mobile")
+        for e in events(profile + "inbound_forward_mobile")
         if not (e.kind is Kind.DIAL_END and e.channel.startswith("PJSIP/novofon"))
     ]
     tracker = Tracker()
@@ -66,8 +75,54 @@ def test_forwarded_call_rung_out_unanswered_is_missed() -> None:
     assert records[-1].fields["disposition"] != "answered"
 
 
-def test_ivr_hangup_is_exactly_one_end_and_a_cancel() -> None:
-    assert fields(replay("inbound_ivr_hangup")) == [
+def _is_callers_dial_end(e: ChannelEvent, caller: str) -> bool:
+    """The DialEnd of the caller's own Dial (of the Local channel that reaches the mobile)."""
+    return e.kind is Kind.DIAL_END and e.uniqueid == caller
+
+
+@PROFILES
+def test_forwarded_call_is_answered_when_the_caller_is_connected(profile: str) -> None:
+    """The mobile's leg is dialled through a Local channel: ANSWER comes with the caller's own Dial
+    answering (after FreePBX's "Confirm Calls" the mobile pressed 1), not when the mobile picks up."""
+    evs = events(profile + "inbound_forward_mobile")
+    tracker = Tracker()
+    answered_on = [e for e in evs if any(r.event is Event.ANSWER for r in tracker.feed(e))]
+    assert len(answered_on) == 1 and _is_callers_dial_end(answered_on[0], evs[0].uniqueid)
+    mobile_picked_up = next(e for e in evs if e.kind is Kind.DIAL_END and "novofon" in e.dest_channel)
+    assert mobile_picked_up.dial_status == "ANSWER" and mobile_picked_up.uniqueid != evs[0].uniqueid
+
+
+@PROFILES
+def test_forwarded_call_the_mobile_picked_up_but_never_confirmed_is_no_answer(profile: str) -> None:
+    """FreePBX's "Confirm Calls": the mobile's own voicemail picks up, nobody presses 1, the ring
+    group / follow-me times out (the caller's Dial: NOANSWER). Not answered, no ANSWER."""
+    evs = events(profile + "inbound_forward_mobile")
+    caller = evs[0].uniqueid
+    evs = [
+        dataclasses.replace(e, dial_status="NOANSWER") if _is_callers_dial_end(e, caller) else e for e in evs
+    ]
+    tracker = Tracker()
+    records = [r for e in evs for r in tracker.feed(e)]
+    assert [r.fields["event"] for r in records] == ["NOTIFY_START", "NOTIFY_END"]
+    assert records[1].fields["disposition"] == "no answer"
+
+
+@PROFILES
+def test_forwarded_call_restarted_between_pick_up_and_connect(profile: str) -> None:
+    """A restart after the mobile picked up, before the caller was connected: the snapshot keeps
+    which leg picked up, and ANSWER names the mobile."""
+    name = profile + "inbound_forward_mobile"
+    evs = events(name)
+    cut = 1 + next(i for i, e in enumerate(evs) if e.kind is Kind.DIAL_END and "novofon" in e.dest_channel)
+    assert not _is_callers_dial_end(evs[cut - 1], evs[0].uniqueid)
+    snap = CallSnapshot.from_json(_snapshot_json(name, cut))
+    assert [c.answered for c in snap.channels if c.name == evs[cut - 1].dest_channel] == [True]
+    assert fields(_restarted(name, cut)) == fields(replay(name))
+
+
+@PROFILES
+def test_ivr_hangup_is_exactly_one_end_and_a_cancel(profile: str) -> None:
+    assert fields(replay(profile + "inbound_ivr_hangup")) == [
         {"event": "NOTIFY_START", "caller_id": CALLER, "called_did": L.DID_IVR},
         {
             "event": "NOTIFY_END",
@@ -83,10 +138,11 @@ def test_ivr_hangup_is_exactly_one_end_and_a_cancel() -> None:
     ]
 
 
-def test_voicemail_after_nobody_answered_is_no_answer() -> None:
+@PROFILES
+def test_voicemail_after_nobody_answered_is_no_answer(profile: str) -> None:
     """The PBX answered into VoiceMail and the caller hung up while leaving a message: still missed,
     and "no answer" (the ringing ended by the PBX), not "cancel"."""
-    assert fields(replay("inbound_voicemail")) == [
+    assert fields(replay(profile + "inbound_voicemail")) == [
         {"event": "NOTIFY_START", "caller_id": CALLER, "called_did": L.DID_VOICEMAIL},
         {"event": "NOTIFY_INTERNAL", "caller_id": CALLER, "called_did": L.DID_VOICEMAIL, "internal": "103"},
         {
@@ -131,11 +187,51 @@ def outbound(ext: str, records: list[CallRecord], cid: str = L.LAB_OUTBOUND_CID)
         ("outbound_dialled_plus7", "102", "+" + L.NUM_ANSWER),
     ],
 )
-def test_outbound_number_as_dialled_is_normalised(name: str, ext: str, dialled: str) -> None:
+@PROFILES
+def test_outbound_number_as_dialled_is_normalised(profile: str, name: str, ext: str, dialled: str) -> None:
+    name = profile + name
     first = events(name)[0]
     assert (first.channel.startswith(f"PJSIP/{ext}-"), first.exten) == (True, dialled)
     records = replay(name)
     assert fields(records) == outbound(ext, records)
+
+
+@PROFILES
+@pytest.mark.parametrize(
+    "dial_string",
+    ["novofon/sip:89001110001@sip.novofon.ru", "novofon/sip:+79001110001@10.0.0.1:5060;transport=udp"],
+)
+def test_outbound_dialled_as_a_sip_uri_is_normalised(profile: str, dial_string: str) -> None:
+    """``Dial(PJSIP/novofon/sip:${EXTEN}@sip.novofon.ru)`` (endpoint/URI, common in hand-written
+    dialplans): the destination is the URI's number, normalised."""
+    evs = [
+        dataclasses.replace(e, dial_string=dial_string) if e.kind is Kind.DIAL_BEGIN else e
+        for e in events(profile + "outbound_answered")
+    ]
+    tracker = Tracker()
+    records = [r for e in evs for r in tracker.feed(e)]
+    assert fields(records) == outbound("101", records)
+
+
+@PROFILES
+def test_forwarded_through_a_sip_uri_is_answered_by_that_number(profile: str) -> None:
+    """The mobile's leg dialled as endpoint/URI; its channel's caller number says nothing (a
+    FreePBX follow-me leg carries the caller's or the trunk's number there)."""
+    evs = [
+        dataclasses.replace(e, dial_string="novofon/sip:+79004440004@sip.novofon.ru")
+        if e.kind is Kind.DIAL_BEGIN and "novofon" in e.dest_channel
+        else e
+        for e in events(profile + "inbound_forward_mobile")
+    ]
+    evs = [
+        dataclasses.replace(e, caller_num="s")
+        if "novofon" in e.channel and e.uniqueid != evs[0].uniqueid
+        else e
+        for e in evs
+    ]
+    tracker = Tracker()
+    records = [r for e in evs for r in tracker.feed(e)]
+    assert [r.fields.get("destination") for r in records if r.event is Event.ANSWER] == [L.NUM_MOBILE]
 
 
 def test_outbound_caller_id_follows_the_trunk_legs_connected_line() -> None:
@@ -180,8 +276,10 @@ def _restarted(name: str, cut: int) -> list[CallRecord]:
 
 
 @pytest.mark.parametrize("name", ["inbound_forward_mobile", "outbound_dialled_8", "inbound_voicemail"])
-def test_snapshots_keep_what_these_scenarios_need(name: str) -> None:
+@PROFILES
+def test_snapshots_keep_what_these_scenarios_need(profile: str, name: str) -> None:
     """A restart after the trunk leg's caller ID / the forwarded leg's dial: same records."""
+    name = profile + name
     evs = events(name)
     cut = 1 + next(
         i

@@ -77,6 +77,35 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
         ("NOTIFY_OUT_END", "101", "answered", "16", "2", "1"),
         ("NOTIFY_RECORD",),
     ],
+    # Follow-me (ext-findmefollow): the caller's channel dials Local/<mobile>@from-internal/n, whose
+    # other half goes through outbound-allroutes and macro-dialout-trunk to the trunk.
+    "freepbx/inbound_forward_mobile": [
+        ("NOTIFY_START",),
+        ("NOTIFY_ANSWER", ""),
+        ("NOTIFY_END", "", "answered", "16", "2", "1"),
+        ("NOTIFY_RECORD",),
+    ],
+    # ivr-N answers the caller itself; the caller hangs up in the menu.
+    "freepbx/inbound_ivr_hangup": [("NOTIFY_START",), ("NOTIFY_END", "", "cancel", "16", "0", "0")],
+    # Ring group 602 rings 103, then its failover ext-local,vmu103 → macro-vm → VoiceMail() answers.
+    "freepbx/inbound_voicemail": [
+        ("NOTIFY_START",),
+        ("NOTIFY_INTERNAL", "103"),
+        ("NOTIFY_END", "103", "no answer", "16", "0", "0"),
+    ],
+    # outrt-1's _8XXXXXXXXXX and _+7XXXXXXXXXX routes: the same trunk, the number as dialled.
+    "freepbx/outbound_dialled_8": [
+        ("NOTIFY_OUT_START", "101"),
+        ("NOTIFY_ANSWER", "101"),
+        ("NOTIFY_OUT_END", "101", "answered", "16", "2", "1"),
+        ("NOTIFY_RECORD",),
+    ],
+    "freepbx/outbound_dialled_plus7": [
+        ("NOTIFY_OUT_START", "102"),
+        ("NOTIFY_ANSWER", "102"),
+        ("NOTIFY_OUT_END", "102", "answered", "16", "2", "1"),
+        ("NOTIFY_RECORD",),
+    ],
     "freepbx/outbound_busy": [("NOTIFY_OUT_START", "102"), ("NOTIFY_OUT_END", "102", "busy", "17", "0", "0")],
     # macro-dialout-trunk's s-NOANSWER: Congestion(20) on the phone's channel.
     "freepbx/outbound_no_answer": [
