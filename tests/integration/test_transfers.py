@@ -15,7 +15,7 @@ from tests.integration.test_calls import CALLER_NORM, shape
 from tests.lab import lab as L
 from tests.lab.calls import attended_transfer, blind_transfer, call_in, call_out, consult, handset_105_call
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.profiles(*L.PROFILES)]
 
 TALK = 8  # seconds the caller talks from the first answer: the transfer completes well within
 
