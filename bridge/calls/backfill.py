@@ -12,7 +12,8 @@ timeout was the PBX giving up (``no answer``); a shorter one was the caller hang
 Transfers and pickups leave one line per phone the caller talked to: a later answered line to
 another phone is that employee taking the call over (INTERNAL, ANSWER, and the END names them).
 A pickup swaps the picking phone into the ringing Dial: the rung phone's line is "answered" for
-0 s, and the next line of the same Dial (same lastdata) names the phone that picked up. cdr_csv
+0 s (Pickup()) or unanswered (chan_pjsip's pickupexten), and the next line of the same Dial (same
+lastdata) names the phone that picked up. cdr_csv
 overwrites the line's dst with the extension a blind transfer dialled: the DID is then unknown.
 """
 
@@ -197,25 +198,37 @@ class Backfill:
                 continue
             if i not in picked:
                 out.append(("ring", ext, r))
-            if not _answered(r):
-                continue
-            swap = next(
-                (
-                    j
-                    for j in range(i + 1, len(rows))
-                    if rows[j].channel == r.channel
-                    and rows[j].lastdata == r.lastdata
-                    and self._role(rows[j].dstchannel)[0] is Role.INTERNAL
-                    and rows[j].start - (r.end or 0) <= 1
-                ),
-                None,
-            )
-            if swap is not None and r.answer == r.end:  # a pickup's swap: this phone never talked
+            swap = self._picked_up(rows, i)
+            if swap is not None:  # a pickup's swap: this phone never talked
                 picked.add(swap)
                 continue
-            out.append(("answer", ext, r))
+            if _answered(r):
+                out.append(("answer", ext, r))
         # In time order: every phone of a ring group rang before the first one answered.
         return sorted(out, key=lambda step: step[2].start if step[0] == "ring" else step[2].answer or 0)
+
+    def _picked_up(self, rows: tuple[CdrRow, ...], i: int) -> int | None:
+        """The line of the phone that picked up the call ringing on line ``i``, if any: the next
+        line of the same Dial (same channel and lastdata) to another phone, from the moment that
+        ring ended. The rung line is "answered" for 0 s when the dialplan's Pickup() took it, "NO
+        ANSWER" when chan_pjsip did (features.conf's pickupexten, FreePBX's *8): then the picking
+        line must start after the ring did, or it is another phone of a ring-all Dial."""
+        r = rows[i]
+        if _answered(r) and r.answer != r.end:
+            return None  # this phone talked
+        for j in range(i + 1, len(rows)):
+            o = rows[j]
+            if (
+                o.channel == r.channel
+                and o.lastdata == r.lastdata
+                and self._role(o.dstchannel)[0] is Role.INTERNAL
+                and o.start - r.end <= 1
+                and (
+                    _answered(r) or (r.disposition == "NO ANSWER" and o.start > r.start and o.start >= r.end)
+                )
+            ):
+                return j
+        return None
 
     def _steps(self, call: CdrCall) -> list[tuple[str, str]]:
         """The rings and answers Novofon reports, without repeats: a phone rings once; an answer

@@ -89,6 +89,15 @@ def classify_channel(name: str, trunks: frozenset[str], internal: re.Pattern[str
     return Role.OTHER, ""
 
 
+def local_member(name: str, internal: re.Pattern[str]) -> str:
+    """The extension a Local channel rings, when its name says so: a ring group's or a queue's
+    member (FreePBX: ``Local/103@from-ring-group-0000001a;1``, ``Local/103@from-queue-…;2``, a
+    call forward's ``Local/102@from-internal-…``); "" for any other channel."""
+    tech, _, rest = name.partition("/")
+    exten, at, _ = rest.partition("@")
+    return exten if tech == "Local" and at and internal.match(exten) else ""
+
+
 def uniqueid_order(uniqueid: str) -> tuple[float, int]:
     """Creation order of Asterisk Uniqueids ("[system-]<epoch>.<sequence>"), finer than a channel's
     age in whole seconds; unknown shapes sort last."""

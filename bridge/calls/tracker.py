@@ -31,6 +31,7 @@ from bridge.calls.model import (
     Role,
     call_from,
     classify_channel,
+    local_member,
     snapshot_of,
     uniqueid_order,
 )
@@ -299,6 +300,8 @@ class Tracker(TakeOvers):
                 and ext not in call.rung
             ):
                 self._ring(call, ext, out)  # an employee's phone ringing (or talking) in an adopted call
+            elif adopted and role is Role.OTHER and call.direction is Direction.INBOUND:
+                self._adopt_member(call, ev.channel, out)
             return
         if role is Role.TRUNK and adopted and ev.uniqueid != ev.linkedid:
             # The trunk leg of a call whose first channel is gone (an outbound call whose employee
@@ -341,6 +344,13 @@ class Tracker(TakeOvers):
             self._start_outbound(call, dest, number, ev.ts, out)
         elif dest.role is Role.TRUNK and call.direction is Direction.INBOUND and dest is not call.trunk:
             self._forward_begins(dest, ev)
+
+    def _adopt_member(self, call: Call, name: str, out: list[CallRecord]) -> None:
+        """An adopted Local channel of a ring group or queue member: that employee's phone rang,
+        even when its own channel is gone (a colleague picked the call up while nobody listened)."""
+        ext = local_member(name, self._internal)
+        if ext and ext not in call.rung:
+            self._ring(call, ext, out)
 
     def _ring(self, call: Call, extension: str, out: list[CallRecord]) -> None:
         call.rung.append(extension)

@@ -39,7 +39,7 @@ async def call_in(
     return chan_id
 
 
-async def call_out(phones: AmiConnection, ext: str, number: str, talk: int = 2) -> None:
+async def call_out(phones: AmiConnection, ext: str, number: str, talk: float = 2) -> None:
     """Employee ``ext`` dials ``number`` from their handset and hangs up ``talk`` s after the answer."""
     result = await phones.action(
         "Originate",

@@ -33,6 +33,8 @@ from tests.lab import lab as L
 # Modules the FreePBX-style dialplan uses beyond the plain profile's list.
 EXTRA_MODULES = [
     "app_voicemail.so",
+    "app_cdr.so",  # ResetCDR(): sub-record-check on a blind-transferred call
+    "func_devstate.so",  # DEVICE_STATE(): macro-dial-one skips an unavailable device
     "app_directed_pickup.so",
     "app_playtones.so",
     "app_record.so",
@@ -204,10 +206,14 @@ exten => s,n,Return()
 
 [macro-exten-vm]
 ; ARG1 mailbox or novm, ARG2 extension. Rings the extension, then voicemail or FreePBX's tones.
-exten => s,1,Set(VMBOX=${ARG1})
-exten => s,n,Set(EXTTOCALL=${ARG2})
+; As FreePBX 17 (core functions.inc.php, macro-exten-vm): the caller's identity, then the callee's
+; recording check (checkrecord), which is where a blind-transferred call restarts its recording.
+exten => s,1,Gosub(macro-user-callerid,s,1())
+exten => s,n,Set(VMBOX=${ARG1})
+exten => s,n,Set(__EXTTOCALL=${ARG2})
 exten => s,n,Set(__PICKUPMARK=${ARG2})
 exten => s,n,Set(RT=${IF($["${VMBOX}" != "novm"]?${RINGTIMER}:${RINGTIMER})})
+exten => s,n(checkrecord),Gosub(sub-record-check,s,1(exten,${EXTTOCALL},dontcare))
 exten => s,n,Gosub(macro-dial-one,s,1(${RT},${DIAL_OPTIONS},${EXTTOCALL}))
 exten => s,n,Set(SV_DIALSTATUS=${DIALSTATUS})
 exten => s,n,GotoIf($["${SV_DIALSTATUS}" = "ANSWER"]?done)
@@ -346,6 +352,8 @@ exten => rg,1,Gosub(recordcheck,1(${ARG3},${ARG1},${ARG2}))
 exten => rg,n,Return()
 exten => q,1,Gosub(recordcheck,1(${ARG3},${ARG1},${ARG2}))
 exten => q,n,Return()
+exten => exten,1,Gosub(recordcheck,1(${ARG3},${ARG1},${ARG2}))
+exten => exten,n,Return()
 exten => recordcheck,1,Noop(Starting recording check against ${ARG1})
 exten => recordcheck,n,Goto(${IF($["${ARG1}" = ""]?dontcare:${ARG1})})
 exten => recordcheck,n(dontcare),Return()
@@ -469,13 +477,14 @@ exten => return,1,Set(_IVR_CONTEXT=${CONTEXT})
 exten => return,n,Goto(s,skip)
 
 [app-pickup]
+; FreePBX 17 (core functions.inc.php, "Call pickup using app_pickup"): **<ext> picks up the channel
+; whose PICKUPMARK is <ext> (set by macro-exten-vm / macro-dial-one). *8 is not in the dialplan:
+; it is features.conf's pickupexten, which chan_pjsip answers itself (group pickup).
 include => app-pickup-custom
-exten => _**.,1,Noop(Attempt to Pickup ${EXTEN:2} by ${CALLERID(num)})
-exten => _**.,n,Pickup(${EXTEN:2}@PICKUPMARK)
+exten => _**.,1,Gosub(macro-user-callerid,s,1())
+exten => _**.,n,Set(PICKUP_EXTEN=${AMPUSER})
+exten => _**.,n,Pickup(${EXTEN:2}&${EXTEN:2}@PICKUPMARK)
 exten => _**.,n,Hangup
-exten => *8,1,Noop(Group pickup by ${CALLERID(num)})
-exten => *8,n,Pickup()
-exten => *8,n,Hangup
 
 [outbound-allroutes]
 include => outbound-allroutes-custom

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.calls.backfill import Backfill, CdrCall, group
+from bridge.calls.backfill import Backfill, CdrCall, CdrRow, group
 from bridge.calls.records import CallRecord
 from bridge.calls.settings import TrackerSettings
 from bridge.pbx.cdr import CsvCdr
@@ -99,3 +99,58 @@ def test_the_consultation_of_an_attended_transfer_is_not_reported() -> None:
     ]
     assert [c.root.channel[:10] for c in consultation] == ["PJSIP/105-"]
     assert Backfill(TrackerSettings()).records(consultation[0], recorded=False) == []
+
+
+# The FreePBX-style profile (tests/lab/freepbx.py): its cdr_csv lines have no DID (dst is the ring
+# group or the extension; FreePBX keeps the DID in its database's did column), so called_did is
+# left out. A blind transfer runs sub-record-check's ResetCDR(), which restarts the caller's line:
+# its start and answer are the transfer's moment, so call_start and duration are not compared.
+FREEPBX_TAKE_OVERS = [
+    "freepbx/inbound_blind_transfer",
+    "freepbx/inbound_attended_transfer",
+    "freepbx/inbound_pickup_directed",
+    "freepbx/inbound_pickup_group",
+]
+
+
+@pytest.mark.parametrize("name", FREEPBX_TAKE_OVERS)
+def test_freepbx_transfers_and_pickups_backfill_as_reported_live(name: str) -> None:
+    keys = ("event", "internal", "destination", "disposition", "is_recorded", "call_id_with_rec")
+    live, back = replay(name), backfilled(name)
+    assert [{k: r.fields.get(k) for k in keys} for r in back] == [
+        {k: r.fields.get(k) for k in keys} for r in live
+    ]
+
+
+def test_a_pickup_by_pickupexten_leaves_the_rung_line_unanswered() -> None:
+    """FreePBX's *8 is features.conf's pickupexten, which chan_pjsip performs itself: the rung
+    phone's line says NO ANSWER (not "answered" for 0 s as after Pickup()); the picking phone's
+    line follows in the same Dial. It answered; it never rang."""
+    (call,) = cdr_calls("freepbx/inbound_pickup_group")
+    rung, picker = (r for r in call.rows if r.dstchannel.startswith("PJSIP/10"))
+    assert (rung.disposition, picker.disposition) == ("NO ANSWER", "ANSWERED")
+    f = Backfill(TrackerSettings()).facts(call)
+    assert (f.rung, f.answered_by) == (("103",), "101")
+
+
+def test_phones_of_one_ring_all_dial_are_no_pickup() -> None:
+    """Dial(PJSIP/101&PJSIP/102): 101's line ends unanswered the moment 102 answers; both lines
+    started with the Dial, so 102 rang (it did not pick 101's call up)."""
+    t = 1_800_000_000.0
+    common = {
+        "uniqueid": "pbx-1.0",
+        "channel": "PJSIP/novofon-00000001",
+        "src": "89581114585",
+        "dst": "74950000100",
+        "start": t,
+        "lastapp": "Dial",
+        "lastdata": "PJSIP/101&PJSIP/102,30",
+        "linkedid": "pbx-1.0",
+    }
+    rows = (
+        CdrRow(**common, dstchannel="PJSIP/101-00000002", end=t + 4, disposition="NO ANSWER", sequence=1),
+        CdrRow(**common, dstchannel="PJSIP/102-00000003", end=t + 9, answer=t + 4, billsec=5,
+               disposition="ANSWERED", sequence=2),
+    )  # fmt: skip
+    f = Backfill(TrackerSettings()).facts(CdrCall(rows))
+    assert (f.rung, f.answered_by) == (("101", "102"), "102")

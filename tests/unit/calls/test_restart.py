@@ -31,9 +31,19 @@ NAMES = [
     "inbound_attended_transfer",
     "inbound_pickup_directed",
     "inbound_pickup_group",
+    # The FreePBX-style profile (tests/lab/freepbx.py): transfers and pickups.
+    "freepbx/inbound_blind_transfer",
+    "freepbx/inbound_attended_transfer",
+    "freepbx/inbound_pickup_directed",
+    "freepbx/inbound_pickup_group",
 ]
 ONCE = {"NOTIFY_START", "NOTIFY_OUT_START", "NOTIFY_ANSWER", "NOTIFY_END", "NOTIFY_OUT_END"}
 ENDS = {"NOTIFY_END", "NOTIFY_OUT_END"}
+
+
+def scenario(name: str) -> str:
+    """The scenario without its lab profile's folder: ``freepbx/inbound_x`` -> ``inbound_x``."""
+    return name.rpartition("/")[2]
 
 
 class Db:
@@ -107,7 +117,7 @@ def run_with_restart(name: str, crash: int, back: int) -> tuple[list[CallRecord]
         facts[snap.linkedid] = EndFacts(
             ended_at=evs[-1].ts,
             answered_at=evs[-1].ts - int(end["duration"]) if answered else None,
-            answered_by=end["internal"] if answered and name.startswith("inbound") else "",
+            answered_by=end["internal"] if answered and scenario(name).startswith("inbound") else "",
             rung=tuple(r.fields["internal"] for r in baseline if r.fields["event"] == "NOTIFY_INTERNAL"),
             disposition="" if answered else end["disposition"],
             source="cdr",
@@ -148,10 +158,14 @@ def answer_unseen(name: str, committed: int, back: int) -> bool:
 # Calls that another phone than the first one rung had at the end (a pickup, a transfer): when an
 # answer is unseen (answer_unseen), the END can only name a phone it saw.
 TAKEN_OVER = {
-    "inbound_pickup_directed",
-    "inbound_pickup_group",
-    "inbound_blind_transfer",
-    "inbound_attended_transfer",
+    f"{profile}{name}"
+    for profile in ("", "freepbx/")
+    for name in (
+        "inbound_pickup_directed",
+        "inbound_pickup_group",
+        "inbound_blind_transfer",
+        "inbound_attended_transfer",
+    )
 }
 
 
@@ -200,7 +214,7 @@ def test_restart_anywhere_emits_nothing_twice_and_ends_once(name: str) -> None:
         got = before + after
         where = f"{name}: crashed after event {crash}, back after {back}"
         if not got:  # an outbound call dialled the trunk unseen: nothing was reported, the CDR backfill's job
-            assert name.startswith("outbound") and committed == 0, where
+            assert scenario(name).startswith("outbound") and committed == 0, where
             continue
         assert {r.pbx_call_id for r in got} == {baseline[0].pbx_call_id}, where
         for event in ONCE:
@@ -223,7 +237,7 @@ def test_restart_anywhere_emits_nothing_twice_and_ends_once(name: str) -> None:
         )
         if limit:
             assert end["internal"] in {r.fields.get("internal") for r in baseline}, where
-        elif base_end["disposition"] == "answered" or name.startswith("outbound"):
+        elif base_end["disposition"] == "answered" or scenario(name).startswith("outbound"):
             assert end["internal"] == base_end["internal"], where
         else:  # a missed call names one of the phones that rang
             assert end["internal"] in {r.fields.get("internal") for r in baseline}, where

@@ -71,6 +71,43 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
         ("NOTIFY_INTERNAL", "103"),
         ("NOTIFY_END", "104", "cancel", "16", "0", "0"),
     ],
+    # Transfers by the handset's REFER: the caller's channel enters TRANSFER_CONTEXT
+    # (from-internal-xfer) → ext-local → macro-exten-vm (sub-record-check: ResetCDR, MixMonitor
+    # again) → macro-dial-one; an attended transfer joins the consultation's callee to the caller.
+    "freepbx/inbound_blind_transfer": [
+        ("NOTIFY_START",),
+        ("NOTIFY_INTERNAL", "105"),
+        ("NOTIFY_ANSWER", "105"),
+        ("NOTIFY_INTERNAL", "101"),
+        ("NOTIFY_ANSWER", "101"),
+        ("NOTIFY_END", "101", "answered", "16", "6", "1"),
+        ("NOTIFY_RECORD",),
+    ],
+    "freepbx/inbound_attended_transfer": [
+        ("NOTIFY_START",),
+        ("NOTIFY_INTERNAL", "105"),
+        ("NOTIFY_ANSWER", "105"),
+        ("NOTIFY_INTERNAL", "101"),
+        ("NOTIFY_ANSWER", "101"),
+        ("NOTIFY_END", "101", "answered", "16", "6", "1"),
+        ("NOTIFY_RECORD",),
+    ],
+    # Ring group 603 rings 103 through Local/103@from-ring-group/n; 101 takes the call with
+    # app-pickup's Pickup(103&103@PICKUPMARK) or features.conf's pickupexten *8 (chan_pjsip).
+    "freepbx/inbound_pickup_directed": [
+        ("NOTIFY_START",),
+        ("NOTIFY_INTERNAL", "103"),
+        ("NOTIFY_ANSWER", "101"),
+        ("NOTIFY_END", "101", "answered", "16", "2", "1"),
+        ("NOTIFY_RECORD",),
+    ],
+    "freepbx/inbound_pickup_group": [
+        ("NOTIFY_START",),
+        ("NOTIFY_INTERNAL", "103"),
+        ("NOTIFY_ANSWER", "101"),
+        ("NOTIFY_END", "101", "answered", "16", "2", "1"),
+        ("NOTIFY_RECORD",),
+    ],
     "freepbx/outbound_answered": [
         ("NOTIFY_OUT_START", "101"),
         ("NOTIFY_ANSWER", "101"),

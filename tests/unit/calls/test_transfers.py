@@ -3,10 +3,15 @@ the exact records, and the paths a live lab rarely takes."""
 
 from __future__ import annotations
 
+import re
+
+import pytest
+
 from bridge.calls.events import ChannelEvent, Kind, LiveChannel
+from bridge.calls.model import local_member
 from bridge.calls.records import CallRecord
 from bridge.calls.snapshot import CallSnapshot
-from bridge.calls.tracker import Tracker
+from bridge.calls.tracker import Tracker, TrackerSettings
 from bridge.pbx import manager_conf
 from bridge.pbx.ami_events import WANTED, to_channel_event
 from tests.transcripts import events, messages, raw, replay
@@ -69,26 +74,42 @@ def picked_up(rec: str) -> list[dict[str, str]]:
     ]
 
 
-def test_blind_transfer() -> None:
-    records = replay("inbound_blind_transfer")
-    assert fields(records) == transferred(records[-1].fields["call_id_with_rec"])
+# The same scenarios recorded on both lab profiles: "" (plain) and "freepbx/" (FreePBX 17 style:
+# from-internal-xfer / ext-local / macro-dial-one for the REFER's target, app-pickup and
+# pickupexten for the pickups, ring group 603 ringing 103 through a Local channel).
+PROFILES = pytest.mark.parametrize("profile", ["", "freepbx/"], ids=["plain", "freepbx"])
 
 
-def test_attended_transfer_and_its_consultation_reports_nothing_of_its_own() -> None:
+@PROFILES
+def test_blind_transfer(profile: str) -> None:
     tracker = Tracker()
-    records = replay("inbound_attended_transfer", tracker)
+    records = replay(f"{profile}inbound_blind_transfer", tracker)
     assert fields(records) == transferred(records[-1].fields["call_id_with_rec"])
     assert (tracker.active_calls, tracker.active_channels) == (0, 0)
 
 
-def test_directed_pickup() -> None:
-    records = replay("inbound_pickup_directed")
-    assert fields(records) == picked_up(records[-1].fields["call_id_with_rec"])
+@PROFILES
+def test_attended_transfer_and_its_consultation_reports_nothing_of_its_own(profile: str) -> None:
+    tracker = Tracker()
+    records = replay(f"{profile}inbound_attended_transfer", tracker)
+    assert fields(records) == transferred(records[-1].fields["call_id_with_rec"])
+    assert (tracker.active_calls, tracker.active_channels) == (0, 0)
 
 
-def test_group_pickup() -> None:
-    records = replay("inbound_pickup_group")
+@PROFILES
+def test_directed_pickup(profile: str) -> None:
+    tracker = Tracker()
+    records = replay(f"{profile}inbound_pickup_directed", tracker)
     assert fields(records) == picked_up(records[-1].fields["call_id_with_rec"])
+    assert (tracker.active_calls, tracker.active_channels) == (0, 0)
+
+
+@PROFILES
+def test_group_pickup(profile: str) -> None:
+    tracker = Tracker()
+    records = replay(f"{profile}inbound_pickup_group", tracker)
+    assert fields(records) == picked_up(records[-1].fields["call_id_with_rec"])
+    assert (tracker.active_calls, tracker.active_channels) == (0, 0)
 
 
 def test_attended_transfer_event_names_the_target_and_the_transferee() -> None:
@@ -230,3 +251,36 @@ def test_a_transfer_during_an_outage_is_found_by_the_resync() -> None:
         end == []
         and t.feed(_ev(Kind.HANGUP, "x", "in", cause=16, ts=1_700_000_011))[0].fields["internal"] == "101"
     )
+
+
+def test_a_pickup_during_an_outage_leaves_the_ring_group_member_that_rang() -> None:
+    """FreePBX rings 103 through Local/103@from-ring-group; 101 picked the call up and hung up
+    while nobody listened, the caller still talks to the Local channel when the link comes back:
+    the adopted Local channel tells that 103 rang, so the END names a phone that rang."""
+    name = "freepbx/inbound_pickup_directed"
+    evs = events(name)
+    gone = next(i for i, e in enumerate(evs) if e.kind is Kind.HANGUP and e.channel.startswith("PJSIP/101-"))
+    first = Tracker(persist=True)
+    before = first.feed(evs[0])
+    second = Tracker(persist=True)
+    assert second.restore(first.take_changes().saved) == 1
+    now = evs[gone].ts
+    live = live_after(evs[: gone + 1], now)
+    assert sorted(c.channel.partition("@")[0][:6] for c in live) == ["Local/", "Local/", "PJSIP/"]
+    after = second.resync(live, now, lost_at=evs[0].ts)
+    after += [r for e in evs[gone + 1 :] for r in second.feed(e)]
+    assert [(r.fields["event"], r.fields.get("internal")) for r in before + after] == [
+        ("NOTIFY_START", None),
+        ("NOTIFY_INTERNAL", "103"),
+        ("NOTIFY_END", "103"),
+    ]
+    assert (second.active_calls, second.active_channels) == (0, 0)
+
+
+def test_only_a_local_channel_to_an_extension_names_a_member() -> None:
+    internal = re.compile(TrackerSettings().internal_pattern)
+    assert local_member("Local/103@from-ring-group-0000001a;1", internal) == "103"
+    assert local_member("Local/102@from-queue-00000003;2", internal) == "102"
+    assert local_member("Local/79004440004@from-internal-00000002;1", internal) == ""
+    assert local_member("Local/s@macro-dial-00000002;1", internal) == ""
+    assert local_member("PJSIP/103-00000008", internal) == ""
