@@ -9,7 +9,7 @@ Measured: from the first ring to the portal showing that call's card (telephony.
 handled), p50 / p99 over the calls.
 
 Two ways of delivering:
-- ``outbox``: the real dispatcher, as the daemon runs it (one delivery at a time per sink);
+- ``outbox``: the real dispatcher, as the daemon runs it (up to ``parallel_calls`` calls at once per sink);
 - ``parallel``: each call's first ring sent at once (what per-call parallel delivery would give).
 
 Run:  .venv/bin/python bench/bitrix_bench.py [--calls 20,50]
