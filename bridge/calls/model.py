@@ -178,10 +178,17 @@ def call_from(snap: CallSnapshot) -> Call:
     )
     for c in snap.channels:
         chan = Channel(
-            c.uniqueid, c.name, Role(c.role), c.extension, call, c.caller_num, c.exten, c.recording
+            c.uniqueid,
+            c.name,
+            Role(c.role),
+            c.extension,
+            call,
+            c.caller_num,
+            c.exten,
+            c.recording,
+            connected_num=c.connected_num,
+            answered=c.answered,
         )
-        chan.connected_num = c.connected_num
-        chan.answered = c.answered
         call.channels[c.uniqueid] = chan
         if c.uniqueid == snap.trunk:
             call.trunk = chan
